@@ -1,0 +1,64 @@
+"""The `parkmon` command. Each subcommand lives with the stage that owns it and is imported lazily,
+so `parkmon park check` does not import Faust and a broken optional stage never breaks the others.
+
+A subcommand target is `module:function` where function(argv: list[str]) -> int.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+COMMANDS: dict[str, tuple[str, str]] = {
+    "park": ("parkmon.park.cli:main", "check or show a park description file"),
+    "simulate": ("simulators.cli:main", "publish a simulated sensor fleet over MQTT"),
+    "gateway": ("ingest.cli:main", "run the MQTT -> Kafka ingest gateway"),
+    "streams": ("streams.cli:main", "run the Faust KPI worker (streams worker)"),
+    "alerts": ("alerts.cli:main", "run the alert service (detection follow-up, webhook delivery)"),
+    "evaluate": ("alerts.evaluate:main", "score the detectors on labelled scenarios"),
+    "services": ("parkmon.devservices.cli:main", "install/start/stop local Mosquitto, Kafka, InfluxDB"),
+    "pipeline": ("parkmon.pipeline:main", "run the skeleton pipeline on the provisioned services"),
+    "demo": ("parkmon.demo:main", "run the whole monitor in one process on an embedded park"),
+    "bench": ("benchmarks.cli:main", "run a benchmark and print figures"),
+}
+
+
+def _usage() -> str:
+    lines = ["usage: parkmon COMMAND [ARGS...]", "", "commands:"]
+    for name, (_target, help_text) in COMMANDS.items():
+        lines.append(f"  {name:<10} {help_text}")
+    lines.append("")
+    lines.append("Run `parkmon COMMAND --help` for the options of a command.")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help", "help"):
+        print(_usage())
+        return 0 if args else 2
+    if args[0] == "--version":
+        from parkmon import __version__
+
+        print(__version__)
+        return 0
+    name, rest = args[0], args[1:]
+    if name not in COMMANDS:
+        print(f"parkmon: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
+        return 2
+    module_name, func_name = COMMANDS[name][0].split(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        print(f"parkmon {name}: not available in this build ({exc})", file=sys.stderr)
+        return 2
+    func = getattr(module, func_name)
+    try:
+        code: int = func(rest)
+    except KeyboardInterrupt:
+        return 130
+    return code
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())
