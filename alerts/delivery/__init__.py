@@ -1,0 +1,1 @@
+"""Webhook delivery: durable outbox, SSRF guard, Standard Webhooks signing, payload formats."""
