@@ -1,0 +1,342 @@
+"""The gateway: MQTT in -> validate -> dedup -> Kafka out, acknowledging MQTT after Kafka.
+
+Per MQTT message (on paho's network thread):
+  1. validate (ingest.validate) into accepted readings and rejections;
+  2. drop accepted readings already seen (ingest.dedup), counted as duplicates;
+  3. produce each remaining reading to the readings topic (key = meter id) and each rejection to
+     the dead-letter topic;
+  4. when Kafka has acknowledged every one of those records (delivery callbacks, on the Kafka
+     poll thread), acknowledge the MQTT message. A message that produced nothing (all
+     duplicates) is acknowledged at once.
+An exception while handling a message becomes a `processing_error` dead-letter record: a bad
+message never stops the gateway. A failed delivery is produced again; a fatal producer error stops
+the gateway *without* acknowledging, so the broker redelivers to the next run.
+
+Start-up: create missing topics, rebuild the dedup memory and counter baselines from the last
+`dedup_replay_s` seconds of the readings topic, then connect to MQTT.
+Shutdown (SIGTERM/SIGINT): stop taking new messages (they stay unacknowledged in the session),
+wait until every in-flight message is acknowledged (up to `drain_timeout_s`), disconnect.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ingest.dedup import Deduplicator
+from ingest.kafka_out import (
+    KafkaOut,
+    deadletter_record,
+    ensure_topics,
+    producer_config,
+    replay_recent,
+)
+from ingest.metrics import GatewayMetrics, HealthServer
+from ingest.mqtt_in import MqttIn, subscription_topic
+from ingest.validate import Limits, Rejection, ValidationResult, Validator
+from parkmon.config import GatewaySettings, KafkaSettings, MqttSettings
+from parkmon.contracts import (
+    Reason,
+    kafka_deadletter_topic,
+    kafka_readings_topic,
+)
+
+log = logging.getLogger("parkmon.gateway")
+
+
+def wall_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class _Pending:
+    """One MQTT message waiting for the Kafka acknowledgement of its records."""
+
+    __slots__ = ("mid", "qos", "generation", "remaining", "t0", "tracker")
+
+    def __init__(self, tracker: _Tracker, mid: int, qos: int, generation: int) -> None:
+        self.tracker = tracker
+        self.mid = mid
+        self.qos = qos
+        self.generation = generation
+        self.remaining = 1  # the "still producing" hold, released by `seal`
+        self.t0 = time.perf_counter()
+
+    def delivered(self, err: Any, msg: Any) -> None:  # confluent-kafka on_delivery
+        if err is not None:
+            self.tracker.failed(self, err, msg)
+        else:
+            self.tracker.release(self)
+
+
+class _Tracker:
+    """Counts outstanding records per message and acknowledges when a message is complete."""
+
+    def __init__(self, ack: Callable[[int, int, int], bool], metrics: GatewayMetrics,
+                 retry: Callable[[_Pending, Any, Any], None]) -> None:
+        self._ack = ack
+        self._metrics = metrics
+        self._retry = retry
+        self._lock = threading.Lock()
+        self.inflight = 0
+        self.idle = threading.Condition(self._lock)
+
+    def begin(self, mid: int, qos: int, generation: int) -> _Pending:
+        with self._lock:
+            self.inflight += 1
+        self._metrics.inflight.inc()
+        return _Pending(self, mid, qos, generation)
+
+    def add(self, p: _Pending, n: int) -> None:
+        with self._lock:
+            p.remaining += n
+
+    def release(self, p: _Pending) -> None:
+        with self._lock:
+            p.remaining -= 1
+            done = p.remaining == 0
+        if done:
+            self._complete(p)
+
+    seal = release
+
+    def _complete(self, p: _Pending) -> None:
+        if self._ack(p.mid, p.qos, p.generation):
+            self._metrics.messages_acked.inc()
+        self._metrics.produce_latency.observe(time.perf_counter() - p.t0)
+        self._metrics.inflight.dec()
+        with self._lock:
+            self.inflight -= 1
+            if self.inflight == 0:
+                self.idle.notify_all()
+
+    def failed(self, p: _Pending, err: Any, msg: Any) -> None:
+        self._retry(p, err, msg)
+
+    def wait_idle(self, timeout_s: float) -> bool:
+        deadline = time.monotonic() + timeout_s
+        with self._lock:
+            while self.inflight > 0:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self.idle.wait(left)
+        return True
+
+
+@dataclass(frozen=True, slots=True)
+class Topics:
+    readings: str
+    deadletter: str
+
+
+class _RateLimitedLog:
+    """At most one log line per reason per second, with the count of the suppressed ones."""
+
+    def __init__(self) -> None:
+        self._last: dict[str, float] = {}
+        self._suppressed: dict[str, int] = {}
+
+    def rejection(self, rj: Rejection, topic: str) -> None:
+        now = time.monotonic()
+        key = rj.reason.value
+        if now - self._last.get(key, -math.inf) < 1.0:
+            self._suppressed[key] = self._suppressed.get(key, 0) + 1
+            return
+        self._last[key] = now
+        suppressed = self._suppressed.pop(key, 0)
+        log.warning("reading rejected", extra={
+            "event": "rejected", "reason": key, "detail": rj.message, "mqtt_topic": topic,
+            "index": rj.index, "meter": rj.meter, "suppressed_since_last": suppressed})
+
+
+class Gateway:
+    def __init__(self, park: Any, *, gateway: GatewaySettings | None = None,
+                 mqtt_settings: MqttSettings | None = None,
+                 kafka: KafkaSettings | None = None,
+                 now_ms: Callable[[], int] = wall_ms) -> None:
+        self.park = park
+        self.gw = gateway or GatewaySettings()
+        self.mqtt_settings = mqtt_settings or MqttSettings()
+        self.kafka_settings = kafka or KafkaSettings()
+        self.now_ms = now_ms
+        self.topics = Topics(self.gw.readings_topic or kafka_readings_topic(park.id),
+                             self.gw.deadletter_topic or kafka_deadletter_topic(park.id))
+        self.metrics = GatewayMetrics()
+        self.validator = Validator(park, now_ms=now_ms, limits=Limits(
+            max_payload_bytes=self.gw.max_payload_bytes, max_future_ms=self.gw.max_future_ms,
+            max_past_ms=self.gw.max_past_ms,
+            counter_reset_fraction=self.gw.counter_reset_fraction))
+        self.dedup = Deduplicator(self.gw.dedup_per_meter)
+        self.out = KafkaOut(producer_config(
+            self.kafka_settings.bootstrap, client_id=f"{self.mqtt_settings.client_id}-producer",
+            linger_ms=self.gw.kafka_linger_ms, compression=self.gw.kafka_compression))
+        self.stop_event = threading.Event()
+        self.out.on_fatal = lambda err: self.stop_event.set()
+        self.mqtt = MqttIn(self.mqtt_settings, self.gw,
+                           subscription_topic(park.id, self.mqtt_settings.share_group),
+                           self.handle, self._on_connection)
+        self.tracker = _Tracker(self.mqtt.ack, self.metrics, self._redeliver)
+        self.draining = False
+        self.health: HealthServer | None = None
+        self._rlog = _RateLimitedLog()
+        self._gateway_id = self.mqtt_settings.client_id
+
+    # -- one message --------------------------------------------------------------------------
+    def handle(self, topic: str, payload: bytes, mid: int, qos: int, generation: int) -> None:
+        if self.draining:
+            return  # left unacknowledged: the broker redelivers it to the next session
+        m = self.metrics
+        m.messages_received.inc()
+        received_ms = self.now_ms()
+        pending = self.tracker.begin(mid, qos, generation)
+        try:
+            try:
+                res = self.validator.validate(topic, payload)
+            except Exception as exc:  # a bug must not stop the gateway: dead-letter the message
+                log.exception("validation failed", extra={"event": "processing_error",
+                                                          "mqtt_topic": topic})
+                res = ValidationResult(rejections=[Rejection(
+                    Reason.PROCESSING_ERROR, f"internal error while validating: {exc!r}")],
+                    readings_total=1)
+            self._produce(res, topic, payload, received_ms, pending)
+        finally:
+            self.tracker.seal(pending)
+
+    def _produce(self, res: ValidationResult, topic: str, payload: bytes, received_ms: int,
+                 pending: _Pending) -> None:
+        m = self.metrics
+        out = self.out
+        cb = pending.delivered
+        readings_topic = self.topics.readings
+        dedup = self.dedup
+        produced = 0
+        dups = 0
+        self.tracker.add(pending, len(res.accepted) + len(res.rejections))
+        for rd in res.accepted:
+            if dedup.seen_or_add(rd.meter, rd.ts_ms if rd.seq is None else rd.seq):
+                dups += 1
+                continue
+            out.produce(readings_topic, rd.to_json(), rd.meter.encode(), cb)
+            produced += 1
+        if dups:
+            self.tracker.add(pending, -dups)
+        for rj in res.rejections:
+            if res.items is not None and rj.index is not None:
+                raw = _item_bytes(res.items, rj.index, payload)
+                whole: bytes | None = payload
+            else:
+                raw, whole = payload, None
+            rec = deadletter_record(raw=raw, reason=rj.reason.value, message=rj.message,
+                                    mqtt_topic=topic, received_ms=received_ms, index=rj.index,
+                                    meter=rj.meter, whole_payload=whole,
+                                    gateway=self._gateway_id)
+            out.produce(self.topics.deadletter, rec, (rj.meter or topic).encode(), cb)
+            m.readings_rejected.labels(reason=rj.reason.value).inc()
+            self._rlog.rejection(rj, topic)
+        m.readings_received.inc(res.readings_total)
+        if produced:
+            m.readings_accepted.inc(produced)
+        if dups:
+            m.duplicates.inc(dups)
+        if res.counter_resets:
+            m.counter_resets.inc(res.counter_resets)
+
+    def _redeliver(self, pending: _Pending, err: Any, msg: Any) -> None:
+        """A record was not delivered (librdkafka gave up after delivery.timeout.ms): produce it
+        again unless the producer failed fatally, in which case the message stays unacked."""
+        if self.out.fatal is not None or (hasattr(err, "fatal") and err.fatal()):
+            log.error("record not delivered, producer failed", extra={
+                "event": "delivery_failed", "error": str(err)})
+            self.stop_event.set()
+            return
+        self.metrics.kafka_retries.inc()
+        log.warning("record not delivered, producing again", extra={
+            "event": "delivery_retry", "error": str(err), "topic": msg.topic()})
+        try:
+            self.out.produce(msg.topic(), msg.value(), msg.key(), pending.delivered)
+        except Exception:
+            log.exception("re-produce failed", extra={"event": "delivery_failed"})
+            self.stop_event.set()
+
+    # -- health -------------------------------------------------------------------------------
+    def _on_connection(self, up: bool) -> None:
+        self.metrics.mqtt_connected.set(1 if up else 0)
+
+    def health_status(self) -> tuple[bool, dict[str, Any]]:
+        mq = self.mqtt.connected and self.mqtt.subscribed.is_set()
+        kafka_ok = self.out.fatal is None
+        ok = mq and kafka_ok and not self.draining
+        return ok, {"mqtt_connected": self.mqtt.connected,
+                    "mqtt_subscribed": self.mqtt.subscribed.is_set(),
+                    "kafka_ok": kafka_ok, "draining": self.draining,
+                    "inflight": self.tracker.inflight, "kafka_queue": len(self.out),
+                    "park": self.park.id, "mqtt_error": self.mqtt.last_error,
+                    "kafka_error": self.out.last_error}
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    def start(self) -> None:
+        bootstrap = self.kafka_settings.bootstrap
+        ensure_topics(bootstrap, [self.topics.readings, self.topics.deadletter],
+                      partitions=self.gw.kafka_partitions, replication=self.gw.kafka_replication)
+        t0 = time.monotonic()
+        since = wall_ms() - self.gw.dedup_replay_s * 1000
+        n = 0
+        batch = []
+        for rd in replay_recent(bootstrap, self.topics.readings, since):
+            self.dedup.seen_or_add(rd.meter, rd.ts_ms if rd.seq is None else rd.seq)
+            batch.append(rd)
+            n += 1
+        batch.sort(key=lambda r: r.ts_ms)
+        self.validator.observe_accepted(batch)
+        self.metrics.replayed.inc(n)
+        log.info("dedup memory rebuilt", extra={"event": "replayed", "readings": n,
+                                                "seconds": round(time.monotonic() - t0, 3),
+                                                "topic": self.topics.readings})
+        self.out.start()
+        if self.gw.metrics_port >= 0:
+            self.health = HealthServer(self.gw.metrics_host, self.gw.metrics_port,
+                                       self.metrics.registry, self.health_status)
+            self.health.start()
+            log.info("metrics endpoint", extra={"event": "http", "host": self.gw.metrics_host,
+                                                "port": self.health.port})
+        self.mqtt.start()
+        log.info("gateway started", extra={
+            "event": "started", "park": self.park.id, "subscription": self.mqtt.subscription,
+            "readings_topic": self.topics.readings, "deadletter_topic": self.topics.deadletter,
+            "mqtt": f"{self.mqtt_settings.host}:{self.mqtt_settings.port}",
+            "kafka": bootstrap, "client_id": self.mqtt_settings.client_id})
+
+    def run(self) -> int:
+        """Start, block until `stop_event` is set, then drain and stop. Returns an exit code."""
+        self.start()
+        while not self.stop_event.wait(1.0):
+            pass
+        return self.shutdown()
+
+    def shutdown(self) -> int:
+        self.draining = True
+        fatal = self.out.fatal is not None
+        log.info("draining", extra={"event": "draining", "inflight": self.tracker.inflight})
+        drained = fatal or self.tracker.wait_idle(self.gw.drain_timeout_s)
+        left = self.out.stop(flush_timeout_s=0 if fatal else 5.0)
+        self.mqtt.stop()
+        if self.health is not None:
+            self.health.stop()
+        log.info("gateway stopped", extra={"event": "stopped", "drained": drained,
+                                           "undelivered": left,
+                                           "inflight": self.tracker.inflight})
+        return 1 if fatal else 0
+
+
+def _item_bytes(items: list[Any], index: int, payload: bytes) -> bytes:
+    """The index-th reading of a batch, re-serialised (NaN kept as the NaN literal)."""
+    try:
+        return json.dumps(items[index], separators=(",", ":")).encode()
+    except Exception:
+        return payload

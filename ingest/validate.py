@@ -1,0 +1,312 @@
+"""Validation and normalisation of reading payloads: pure, no I/O, clock injected.
+
+`Validator.validate(topic, payload)` turns one MQTT message into accepted `Reading`s (value in the
+meter's canonical unit) and one `Rejection` per refused reading (or one for the whole message), each
+with a stable `Reason` code, a human message and, for batches, the index of the reading.
+
+Checks, in order (the first failing check gives the reason):
+
+whole message
+  oversized        payload longer than `max_payload_bytes` (not even parsed)
+  wrong_topic      topic is not parkmon/<this park>/<enterprise>/readings, or the enterprise is not
+                   one of the park's
+  invalid_json     not UTF-8 JSON (truncated, garbage, nested too deep)
+  schema           the batch envelope does not match the schema (empty, > 10,000 items, extra keys)
+per reading
+  not_finite       value is NaN or +-Infinity (Python's json accepts these literals, and numbers
+                   such as 1e999 overflow to infinity), also after unit conversion
+  schema           the reading does not match `$defs/reading` of the payload schema
+  unknown_meter    meter id not in the park file
+  meter_not_of_enterprise  meter belongs to another enterprise than the topic's
+  unknown_unit     unit that pint does not know
+  unit_mismatch    unit of another dimension than the meter's canonical unit
+  out_of_range     canonical value outside [range_min, range_max] of the meter
+  ts_future        ts_ms later than now + max_future_ms
+  ts_past          ts_ms earlier than now - max_past_ms
+  negative_counter_step  see `CounterSteps`
+
+Counter rule (documented in docs/ingest.md), consistent with streams/core/counters.py: for a counter
+meter, a reading later in event time than the last accepted one must not be lower, except
+  * a drop within a relative tolerance of 1e-9 (rounding of unit conversion) counts as no change;
+  * a roll-over: the meter has a `rollover` register limit, the previous value was in its upper half
+    and the new one is in the lower half (streams counts limit - prev + cur);
+  * a reset: the new value is at most `counter_reset_fraction` (default 5 %) of the previous one
+    (meter replaced or cleared; streams counts the new value itself).
+  Both are accepted, counted as resets (metric) and become the new baseline.
+Any other drop is rejected as negative_counter_step and does not move the baseline. Readings that are
+not later than the last accepted one (redeliveries, out-of-order arrivals) are not step-checked;
+they are handled by deduplication and by the windowing downstream.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from ingest import payload_schema as ps
+from parkmon.contracts import Reading, Reason, parse_mqtt_topic
+
+
+class MeterLike(Protocol):
+    """The part of parkmon.park.Meter the validator reads."""
+
+    id: str
+    enterprise: str
+    kind: str
+    canonical_unit: str
+    range_min: float | None
+    range_max: float | None
+
+
+class ParkLike(Protocol):
+    id: str
+
+    @property
+    def meters_by_id(self) -> dict[str, Any]: ...
+
+    @property
+    def enterprises(self) -> Any: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Validation limits (from GatewaySettings)."""
+
+    max_payload_bytes: int = 1_048_576
+    max_future_ms: int = 5 * 60_000
+    max_past_ms: int = 7 * 24 * 3_600_000
+    counter_reset_fraction: float = 0.05
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    reason: Reason
+    message: str
+    index: int | None = None  # position in a batch; None for a single reading / the whole message
+    meter: str | None = None
+
+
+@dataclass(slots=True)
+class ValidationResult:
+    accepted: list[Reading] = field(default_factory=list)
+    rejections: list[Rejection] = field(default_factory=list)
+    counter_resets: int = 0
+    readings_total: int = 0  # readings found in the message (1 for a message rejected whole)
+    is_batch: bool = False
+    items: list[Any] | None = None  # the parsed readings of a batch (for dead-letter records)
+
+
+class UnitConversionError(Exception):
+    def __init__(self, reason: Reason, message: str) -> None:
+        self.reason = reason
+        super().__init__(message)
+
+
+Converter = Callable[[str, str], tuple[float, float]]
+
+
+def _default_converter(unit: str, canonical: str) -> tuple[float, float]:
+    """(factor, offset) so that canonical = value * factor + offset (parkmon.units: offset 0)."""
+    from parkmon import units
+
+    try:
+        return units.conversion_factor(unit, canonical), 0.0
+    except units.UnitError as exc:  # translated at this boundary into a reason code
+        reason = Reason.UNKNOWN_UNIT if exc.reason == Reason.UNKNOWN_UNIT else Reason.UNIT_MISMATCH
+        raise UnitConversionError(reason, f"{exc.message} (meter unit {canonical!r})") from exc
+
+
+class CounterSteps:
+    """Per-meter last accepted (ts_ms, value) of counter meters, with the reset rule above."""
+
+    __slots__ = ("_last", "reset_fraction")
+
+    def __init__(self, reset_fraction: float = 0.05) -> None:
+        self._last: dict[str, tuple[int, float]] = {}
+        self.reset_fraction = reset_fraction
+
+    def check(self, meter: str, ts_ms: int, value: float,
+              rollover: float | None = None) -> tuple[bool, bool, str]:
+        """(ok, is_reset, message) for a counter reading; does not change state."""
+        last = self._last.get(meter)
+        if last is None or ts_ms <= last[0]:
+            return True, False, ""
+        prev = last[1]
+        if value >= prev or prev - value <= 1e-9 * abs(prev):
+            return True, False, ""
+        if rollover is not None and prev >= rollover / 2 and value < rollover / 2:
+            return True, True, ""  # the register wrapped at `rollover`
+        if value <= self.reset_fraction * prev:
+            return True, True, ""  # reset to (near) zero: meter replaced or cleared
+        wrap = (f" or a roll-over (previous value in the upper half of the register "
+                f"{rollover:g})" if rollover is not None else "")
+        return False, False, (
+            f"counter went down from {prev:g} (ts_ms {last[0]}) to {value:g} (ts_ms {ts_ms}); "
+            f"a drop is only accepted as a reset to at most {self.reset_fraction:.0%} of the "
+            f"previous value{wrap}")
+
+    def commit(self, meter: str, ts_ms: int, value: float) -> None:
+        last = self._last.get(meter)
+        if last is None or ts_ms > last[0]:
+            self._last[meter] = (ts_ms, value)
+
+    def last(self, meter: str) -> tuple[int, float] | None:
+        return self._last.get(meter)
+
+
+class Validator:
+    """Validates payloads of one park. Keeps only the counter baselines as state."""
+
+    def __init__(self, park: ParkLike, *, now_ms: Callable[[], int], limits: Limits | None = None,
+                 converter: Converter | None = None) -> None:
+        self.park_id: str = park.id
+        self.meters: dict[str, Any] = dict(park.meters_by_id)
+        self.enterprises: frozenset[str] = frozenset(_enterprise_ids(park.enterprises))
+        self.limits = limits or Limits()
+        self.now_ms = now_ms
+        self.counters = CounterSteps(self.limits.counter_reset_fraction)
+        self._convert = converter or _default_converter
+        self._factors: dict[tuple[str, str], tuple[float, float] | UnitConversionError] = {}
+
+    # -- the whole message -------------------------------------------------------------------
+    def validate(self, topic: str, payload: bytes) -> ValidationResult:
+        res = ValidationResult()
+        lim = self.limits
+        if len(payload) > lim.max_payload_bytes:
+            return self._whole(res, Reason.OVERSIZED,
+                               f"payload is {len(payload)} bytes, the limit is "
+                               f"{lim.max_payload_bytes} bytes")
+        parsed = parse_mqtt_topic(topic)
+        if parsed is None:
+            return self._whole(res, Reason.WRONG_TOPIC,
+                               f"topic {topic!r} is not parkmon/<park>/<enterprise>/readings")
+        park_id, enterprise = parsed
+        if park_id != self.park_id:
+            return self._whole(res, Reason.WRONG_TOPIC,
+                               f"topic {topic!r} is for park {park_id!r}, this gateway serves "
+                               f"park {self.park_id!r}")
+        if enterprise not in self.enterprises:
+            return self._whole(res, Reason.WRONG_TOPIC,
+                               f"topic {topic!r}: enterprise {enterprise!r} is not in park "
+                               f"{self.park_id!r}")
+        try:
+            doc = json.loads(payload)
+        except RecursionError:
+            return self._whole(res, Reason.INVALID_JSON, "JSON nested too deeply")
+        except UnicodeDecodeError as exc:
+            return self._whole(res, Reason.INVALID_JSON, f"payload is not UTF-8: {exc}")
+        except ValueError as exc:
+            return self._whole(res, Reason.INVALID_JSON, f"payload is not valid JSON: {exc}")
+        if ps.is_batch(doc):
+            res.is_batch = True
+            if not ps.envelope_ok(doc):
+                return self._whole(res, Reason.SCHEMA, ps.explain_envelope(doc))
+            items = res.items = doc["readings"]
+            res.readings_total = len(items)
+            for i, r in enumerate(items):
+                self._one(res, r, i, enterprise)
+        else:
+            res.readings_total = 1
+            self._one(res, doc, None, enterprise)
+        return res
+
+    @staticmethod
+    def _whole(res: ValidationResult, reason: Reason, message: str) -> ValidationResult:
+        res.rejections.append(Rejection(reason, message))
+        res.readings_total = max(res.readings_total, 1)
+        return res
+
+    # -- one reading -------------------------------------------------------------------------
+    def _one(self, res: ValidationResult, r: Any, index: int | None, enterprise: str) -> None:
+        where = "" if index is None else f"reading {index}: "
+        meter_id = r.get("meter") if type(r) is dict else None
+        meter_id = meter_id if type(meter_id) is str else None
+
+        def reject(reason: Reason, message: str) -> None:
+            res.rejections.append(Rejection(reason, where + message, index, meter_id))
+
+        if type(r) is dict:
+            v = r.get("value")
+            if type(v) is float and not math.isfinite(v):
+                reject(Reason.NOT_FINITE, f"value is {v!r}; only finite numbers are accepted")
+                return
+        if not ps.reading_ok(r):
+            reject(Reason.SCHEMA, ps.explain_reading(r))
+            return
+        meter_id = r["meter"]
+        meter = self.meters.get(meter_id)
+        if meter is None:
+            reject(Reason.UNKNOWN_METER, f"meter {meter_id!r} is not in park {self.park_id!r}")
+            return
+        if meter.enterprise != enterprise:
+            reject(Reason.METER_NOT_OF_ENTERPRISE,
+                   f"meter {meter_id!r} belongs to enterprise {meter.enterprise!r}, "
+                   f"not to {enterprise!r} of the topic")
+            return
+        unit = r["unit"]
+        key = (unit, meter.canonical_unit)
+        conv = self._factors.get(key)
+        if conv is None:
+            try:
+                conv = self._convert(unit, meter.canonical_unit)
+            except UnitConversionError as exc:
+                conv = exc
+            if len(self._factors) < 10_000:
+                self._factors[key] = conv
+        if isinstance(conv, UnitConversionError):
+            reject(conv.reason, f"meter {meter_id!r}: {conv}")
+            return
+        value = r["value"] * conv[0] + conv[1]
+        if not math.isfinite(value):
+            reject(Reason.NOT_FINITE, f"value {r['value']!r} {unit} is not finite in "
+                                      f"{meter.canonical_unit}")
+            return
+        lo, hi = meter.range_min, meter.range_max
+        if (lo is not None and value < lo) or (hi is not None and value > hi):
+            reject(Reason.OUT_OF_RANGE,
+                   f"meter {meter_id!r}: {value:g} {meter.canonical_unit} is outside the "
+                   f"physical range [{lo:g}, {hi:g}] {meter.canonical_unit}"
+                   if lo is not None and hi is not None else
+                   f"meter {meter_id!r}: {value:g} {meter.canonical_unit} is outside the "
+                   f"physical range [{lo}, {hi}]")
+            return
+        ts_ms = int(r["ts_ms"])
+        now = self.now_ms()
+        if ts_ms > now + self.limits.max_future_ms:
+            reject(Reason.TS_FUTURE, f"ts_ms {ts_ms} is {(ts_ms - now) / 1000:.1f} s ahead of the "
+                                     f"gateway clock (limit {self.limits.max_future_ms / 1000:g} s)")
+            return
+        if ts_ms < now - self.limits.max_past_ms:
+            reject(Reason.TS_PAST, f"ts_ms {ts_ms} is {(now - ts_ms) / 1000:.1f} s behind the "
+                                   f"gateway clock (limit {self.limits.max_past_ms / 1000:g} s)")
+            return
+        if meter.kind == "counter":
+            ok, is_reset, msg = self.counters.check(meter_id, ts_ms, value,
+                                                    getattr(meter, "rollover", None))
+            if not ok:
+                reject(Reason.NEGATIVE_COUNTER_STEP, f"meter {meter_id!r}: {msg}")
+                return
+            if is_reset:
+                res.counter_resets += 1
+            self.counters.commit(meter_id, ts_ms, value)
+        seq = r.get("seq")
+        res.accepted.append(Reading(meter_id, ts_ms, value, None if seq is None else int(seq)))
+
+    def observe_accepted(self, readings: Iterable[Reading]) -> None:
+        """Warm the counter baselines from readings accepted earlier (replayed from Kafka)."""
+        for rd in readings:
+            m = self.meters.get(rd.meter)
+            if m is not None and m.kind == "counter":
+                self.counters.commit(rd.meter, rd.ts_ms, rd.value)
+
+
+def _enterprise_ids(enterprises: Any) -> list[str]:
+    if isinstance(enterprises, dict):
+        return [str(k) for k in enterprises]
+    out = []
+    for e in enterprises:
+        out.append(e if isinstance(e, str) else str(e.id))
+    return out

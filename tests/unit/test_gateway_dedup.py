@@ -1,0 +1,110 @@
+"""Deduplication memory, dead-letter records and the ack-after-delivery tracker of the gateway."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from ingest.dedup import Deduplicator
+from ingest.gateway import _Tracker
+from ingest.kafka_out import DEADLETTER_PAYLOAD_MAX, deadletter_record, decode_deadletter_payload
+from ingest.metrics import GatewayMetrics
+
+pytestmark = pytest.mark.unit
+
+
+def test_second_occurrence_is_a_duplicate():
+    d = Deduplicator(per_meter=10)
+    assert d.seen_or_add("m1", 5) is False
+    assert d.seen_or_add("m1", 5) is True
+    assert d.seen_or_add("m2", 5) is False  # keys are per meter
+
+
+def test_memory_is_bounded_per_meter_and_forgets_the_oldest():
+    d = Deduplicator(per_meter=3)
+    for k in range(5):
+        d.seen_or_add("m", k)
+    assert len(d) == 3
+    assert ("m", 0) not in d and ("m", 4) in d
+    assert d.seen_or_add("m", 0) is False  # forgotten: passes (downstream is idempotent)
+
+
+@given(st.lists(st.tuples(st.sampled_from(["a", "b", "c"]), st.integers(0, 30)), max_size=200))
+def test_within_capacity_each_key_passes_exactly_once(keys):
+    d = Deduplicator(per_meter=1000)
+    passed = [k for k in keys if not d.seen_or_add(*k)]
+    assert sorted(passed) == sorted(set(keys))
+
+
+@given(st.lists(st.tuples(st.sampled_from(["a", "b"]), st.integers(0, 50)), max_size=100),
+       st.integers(1, 20))
+def test_snapshot_round_trip_gives_the_same_answers(keys, cap):
+    d = Deduplicator(per_meter=cap)
+    d.add_all(keys)
+    r = Deduplicator.from_snapshot(json.loads(json.dumps(d.snapshot())), per_meter=cap)
+    for k in [(m, i) for m in ("a", "b") for i in range(51)]:
+        assert (k in d) == (k in r)
+
+
+def test_deadletter_record_keeps_text_payload():
+    raw = b'{"meter": "x", "value": NaN}'
+    rec = json.loads(deadletter_record(raw=raw, reason="not_finite", message="NaN!",
+                                       mqtt_topic="parkmon/p/e/readings", received_ms=7,
+                                       index=None, meter="x"))
+    assert rec["payload_encoding"] == "utf-8" and decode_deadletter_payload(rec) == raw
+    assert (rec["reason"], rec["message"], rec["mqtt_topic"], rec["received_ms"]) == (
+        "not_finite", "NaN!", "parkmon/p/e/readings", 7)
+
+
+def test_deadletter_record_base64_for_binary_and_truncated_when_huge():
+    raw = b"\xff\x00" * (DEADLETTER_PAYLOAD_MAX)
+    rec = json.loads(deadletter_record(raw=raw, reason="oversized", message="big",
+                                       mqtt_topic="t", received_ms=1))
+    assert rec["payload_encoding"] == "base64" and rec["payload_truncated"] is True
+    assert rec["payload_bytes"] == len(raw)
+    assert decode_deadletter_payload(rec) == raw[:DEADLETTER_PAYLOAD_MAX]
+
+
+class _Acks:
+    def __init__(self):
+        self.acked: list[int] = []
+
+    def __call__(self, mid, qos, gen):
+        self.acked.append(mid)
+        return True
+
+
+def test_message_acked_only_after_its_last_record_is_delivered():
+    acks = _Acks()
+    t = _Tracker(acks, GatewayMetrics(), retry=lambda p, e, m: None)
+    p = t.begin(mid=11, qos=1, generation=1)
+    t.add(p, 3)
+    p.delivered(None, None)
+    t.seal(p)            # producing finished, 2 records still outstanding
+    p.delivered(None, None)
+    assert acks.acked == []
+    p.delivered(None, None)
+    assert acks.acked == [11] and t.inflight == 0
+
+
+def test_message_without_records_is_acked_when_sealed():
+    acks = _Acks()
+    t = _Tracker(acks, GatewayMetrics(), retry=lambda p, e, m: None)
+    p = t.begin(mid=3, qos=1, generation=1)
+    t.seal(p)
+    assert acks.acked == [3]
+
+
+def test_failed_delivery_is_retried_not_acked():
+    acks, retried = _Acks(), []
+    t = _Tracker(acks, GatewayMetrics(), retry=lambda p, e, m: retried.append(e))
+    p = t.begin(mid=5, qos=1, generation=1)
+    t.add(p, 1)
+    t.seal(p)
+    p.delivered("timed out", None)
+    assert retried == ["timed out"] and acks.acked == []
+    p.delivered(None, None)  # the retry got through
+    assert acks.acked == [5]
