@@ -96,8 +96,7 @@ class Outbox:
         self.path = str(path)
         self._now_ms = now_ms
         self._local = threading.local()
-        with self._tx() as con:
-            con.executescript(_SCHEMA)
+        self._con().executescript(_SCHEMA)  # idempotent DDL; executescript commits by itself
 
     def _con(self) -> sqlite3.Connection:
         con: sqlite3.Connection | None = getattr(self._local, "con", None)
@@ -154,8 +153,9 @@ class Outbox:
             for m in messages:
                 wid = webhook_id(m.endpoint, m.notification_key)
                 cur = con.execute(
-                    "INSERT OR IGNORE INTO outbox (endpoint, webhook_id, notification_key, body, "
-                    "created_at_ms, next_attempt_ms) VALUES (?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO outbox (endpoint, webhook_id, notification_key, body, "
+                    "created_at_ms, next_attempt_ms) VALUES (?, ?, ?, ?, ?, ?) "
+                    "ON CONFLICT (webhook_id) DO NOTHING",
                     (m.endpoint, wid, m.notification_key, m.body, now, now))
                 if cur.rowcount:
                     ids.append(wid)
