@@ -236,6 +236,18 @@ class Lifecycle:
                 out.append(note)
         return out
 
+    def has_unsent_changes(self) -> bool:
+        """Whether some group holds a change (new/worse firing, resolve) not notified yet,
+        ignoring silences (a conservative answer for 'is there still something to send')."""
+        for g in self._groups.values():
+            for fp, a in g.alerts.items():
+                if a.state == AlertState.RESOLVED:
+                    return True
+                sev = g.notified_firing.get(fp)
+                if sev is None or SEVERITY_RANK[a.severity] > SEVERITY_RANK[sev]:
+                    return True
+        return False
+
     def _flush_group(self, g: _Group, now_ms: int) -> Notification | None:
         cfg = self.config
         visible: list[Alert] = []
