@@ -148,6 +148,8 @@ def generate_park_data(n_enterprises: int, n_meters: int, seed: int = 0,
                             "source": "EEA, EU-27 grid electricity 2018"},
             "fuel_gas": {"value": 56.1, "unit": "t/TJ", "scope": "scope1",
                          "source": "IPCC 2006 Guidelines, Vol. 2 (natural gas)"},
+            "biomass": {"value": 0, "unit": "t/t", "scope": "scope1",
+                        "source": "IPCC 2006 Guidelines: biogenic CO2 reported as a memo item"},
         },
         "products": [{"meter": m["id"]} for m in meters if m["id"].split(".")[1].startswith("product_out")],
     }

@@ -39,3 +39,14 @@ def test_suppliers_concentrate_on_hubs() -> None:
 def test_too_few_meters_is_refused() -> None:
     with pytest.raises(ValueError, match="at least 4 meters per enterprise"):
         generate_park_data(10, 30)
+
+
+def test_every_fuel_and_grid_input_has_an_emission_factor() -> None:
+    park = generate_park(80, 1200, seed=5)
+    for m in park.meters:
+        needs = m.direction == "input" and (
+            m.carrier in ("fuel_gas", "fuel_oil", "coal", "biomass")
+            or (m.carrier in ("electricity", "heat", "steam") and m.origin == "grid"))
+        if needs:
+            f = park.emission_factors.get(m.carrier)
+            assert f is not None and f.per_unit == m.quantity_unit, m.id
