@@ -56,6 +56,18 @@ def affected_consumers(note: Notification) -> list[str]:
     return list(seen)
 
 
+def downstream_consumers(note: Notification) -> list[str]:
+    """Enterprises hit second-order (through a direct consumer's outputs), not hit directly."""
+    direct = set(affected_consumers(note))
+    seen: dict[str, None] = {}
+    for a in note.alerts:
+        if a.impact and a.state == AlertState.FIRING:
+            for c in a.impact.get("second_order", []):
+                if c["enterprise"] not in direct:
+                    seen.setdefault(c["enterprise"], None)
+    return list(seen)
+
+
 def parkmon_payload(note: Notification, park_id: str) -> dict[str, Any]:
     return {
         "version": PAYLOAD_VERSION,
@@ -68,6 +80,7 @@ def parkmon_payload(note: Notification, park_id: str) -> dict[str, Any]:
         "reason": note.reason,
         "created_at": iso(note.created_at_ms),
         "affected_consumers": affected_consumers(note),
+        "downstream_consumers": downstream_consumers(note),
         "alerts": [_alert_json(a) for a in note.alerts],
     }
 

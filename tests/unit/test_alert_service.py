@@ -77,6 +77,7 @@ def test_one_supplier_trip_is_one_grouped_notification(tmp_path, clock) -> None:
     assert body["status"] == "firing" and body["group_key"] == "toy/supply/power"
     assert {a["labels"]["exchange"] for a in body["alerts"]} == {"steam", "gypsum"}
     assert set(body["affected_consumers"]) == {"refinery", "biotech", "plaster"}
+    assert body["downstream_consumers"] == ["farm"]  # plaster is hit directly by gypsum
     steam = next(a for a in body["alerts"] if a["labels"]["exchange"] == "steam")
     assert steam["severity"] == "critical"
     assert {c["enterprise"] for c in steam["impact"]["second_order"]} == {"plaster", "farm"}
