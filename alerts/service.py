@@ -123,6 +123,7 @@ class AlertService:
         self.lifecycle = Lifecycle.restore(outbox.load_state(), self.config.lifecycle,
                                            maintenance=maintenance_windows(park))
         self._worker: DeliveryWorker | None = None
+        self._last_prune_ms = 0
         names = [e.name for e in self.endpoints]
         if len(set(names)) != len(names):
             raise ValueError(f"endpoint names must be unique, got {names}")
@@ -153,9 +154,13 @@ class AlertService:
 
     def tick(self) -> list[Notification]:
         """Flush groups that became due with time (group_wait, group_interval, repeat, silences)."""
-        notes = self.lifecycle.flush(self._now_ms())
+        now = self._now_ms()
+        notes = self.lifecycle.flush(now)
         if notes:
             self._commit(notes, event_id=None)
+        if now - self._last_prune_ms >= 3_600_000:  # forget event ids older than the retention
+            self.outbox.prune_events(now - self.config.event_retention_ms)
+            self._last_prune_ms = now
         return notes
 
     def add_silence(self, silence: Silence) -> None:
@@ -167,9 +172,17 @@ class AlertService:
         self._commit([], event_id=None)
 
     def _commit(self, notes: list[Notification], event_id: str | None) -> None:
-        messages = [NewMessage(ep.name, n.key, render(n, self.park.id, ep.format, ep.name))
-                    for n in notes for ep in self.endpoints]
-        self.outbox.commit(state=self.lifecycle.snapshot(), messages=messages, event_id=event_id)
+        try:
+            messages = [NewMessage(ep.name, n.key, render(n, self.park.id, ep.format, ep.name))
+                        for n in notes for ep in self.endpoints]
+            self.outbox.commit(state=self.lifecycle.snapshot(), messages=messages,
+                               event_id=event_id)
+        except BaseException:
+            # the in-memory state ran ahead of the durable one: go back to what is committed, so
+            # a retry of the same event produces the same notifications again
+            self.lifecycle = Lifecycle.restore(self.outbox.load_state(), self.config.lifecycle,
+                                               maintenance=self.lifecycle.maintenance)
+            raise
         self.counters.notifications += len(notes)
         for n in notes:
             log.info("notification %s (%s, %s): %d alert(s)", n.key, n.status.value, n.reason,

@@ -219,3 +219,25 @@ def test_detector_events_are_accepted_through_the_adapter(tmp_path, clock) -> No
     [note] = svc.tick()
     assert note.group_key == "toy/data_quality/biotech" and note.status.value == "resolved"
     assert [a.name.value for a in svc.lifecycle.firing()] == ["supply_drop"]
+
+
+def test_failed_commit_rolls_the_state_back_so_a_retry_notifies(tmp_path, clock) -> None:
+    sink = Sink()
+    svc = make(tmp_path, clock, sink)
+    svc.handle(drop("steam", clock()))
+    clock.advance(10 * S)
+    real_commit = svc.outbox.commit
+    calls = {"n": 0}
+
+    def failing_commit(**kw):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise OSError("disk full")
+        return real_commit(**kw)
+
+    svc.outbox.commit = failing_commit  # type: ignore[method-assign]
+    with pytest.raises(OSError):
+        svc.tick()
+    assert len(svc.tick()) == 1  # the notification was not lost with the failed transaction
+    svc.deliver_due()
+    assert len(sink.requests) == 1
