@@ -1,4 +1,4 @@
-"""`parkmon park check FILE` and `parkmon park show FILE`.
+"""`parkmon park check FILE`, `parkmon park show FILE`, `parkmon park generate -o FILE`.
 
 Exit codes: 0 valid, 2 invalid file or bad usage (one line per problem on stderr, no traceback).
 """
@@ -10,7 +10,7 @@ import sys
 from typing import TextIO
 
 from parkmon.errors import ParkFileError
-from parkmon.park.loader import load_park
+from parkmon.park.loader import build_park, load_park
 from parkmon.park.model import Park
 
 
@@ -63,6 +63,28 @@ def describe(park: Park) -> str:
     return "\n".join(lines)
 
 
+def _generate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    import yaml
+
+    from parkmon.park.generator import generate_park_data
+
+    try:
+        data = generate_park_data(args.enterprises, args.meters, seed=args.seed, park_id=args.park_id)
+        build_park(data, source="<generated>")  # refuse to write a file that would not load
+    except (ValueError, ParkFileError) as exc:
+        print(f"parkmon park generate: {exc}", file=err)
+        return 2
+    text = yaml.safe_dump(data, sort_keys=False, width=120)
+    if args.output == "-":
+        out.write(text)
+    else:
+        with open(args.output, "w", encoding="utf-8") as f:
+            f.write(text)
+        print(f"{args.output}: park {data['park']['id']!r}, {len(data['enterprises'])} enterprises, "
+              f"{len(data['meters'])} meters, {len(data['exchanges'])} exchanges", file=out)
+    return 0
+
+
 def main(argv: list[str] | None = None, out: TextIO | None = None, err: TextIO | None = None) -> int:
     out = out or sys.stdout
     err = err or sys.stderr
@@ -70,10 +92,18 @@ def main(argv: list[str] | None = None, out: TextIO | None = None, err: TextIO |
     sub = parser.add_subparsers(dest="action", required=True)
     sub.add_parser("check", help="validate a park file").add_argument("file")
     sub.add_parser("show", help="print enterprises, meters and the exchange network").add_argument("file")
+    gen = sub.add_parser("generate", help="write a synthetic park file (N enterprises, M meters)")
+    gen.add_argument("--enterprises", type=int, default=500)
+    gen.add_argument("--meters", type=int, default=10_000)
+    gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument("--id", dest="park_id", help="park id (default synthetic<N>x<M>)")
+    gen.add_argument("-o", "--output", required=True, help="file to write ('-' for stdout)")
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:
         return 0 if exc.code == 0 else 2
+    if args.action == "generate":
+        return _generate(args, out, err)
     try:
         park = load_park(args.file)
     except ParkFileError as exc:

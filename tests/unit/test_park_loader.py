@@ -319,3 +319,12 @@ def test_cli_check_and_show_valid_file(capsys: pytest.CaptureFixture[str]) -> No
 
 def test_cli_usage_error_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert park_main(["frobnicate"]) == 2
+
+
+def test_cli_generate_writes_a_loadable_park(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    f = tmp_path / "syn.yaml"
+    assert park_main(["generate", "--enterprises", "12", "--meters", "100", "--seed", "4",
+                      "-o", str(f)]) == 0
+    park = load_park(f)
+    assert (len(park.enterprises), len(park.meters)) == (12, 100)
+    assert park_main(["check", str(f)]) == 0
