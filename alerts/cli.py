@@ -35,7 +35,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from alerts.delivery.outbox import Outbox
 from alerts.delivery.ssrf import SsrfPolicy
 from alerts.delivery.webhook import Endpoint, PayloadFormat, RetryPolicy
-from alerts.delivery.worker import DeliveryThread
+from alerts.delivery.worker import DeliveryThread, DeliveryWorker
 from alerts.lifecycle import LifecycleConfig
 from alerts.service import AlertService, AlertServiceConfig, AnnotationSink
 from parkmon.contracts import kafka_alerts_topic
@@ -183,6 +183,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--events-file", help="read events from a JSON-lines file instead of Kafka")
     run.add_argument("--follow", action="store_true", help="keep reading the events file")
     run.add_argument("--topic", help="Kafka topic (default parkmon.<park>.alerts)")
+    run.add_argument("--metrics-port", type=int,
+                     help="serve Prometheus metrics on 127.0.0.1:PORT/metrics")
     run.add_argument("--exit-when-idle", action="store_true",
                      help="with a non-followed file: exit once everything is delivered or dead")
     st = sub.add_parser("status", help="print outbox counts and dead deliveries as JSON")
@@ -276,7 +278,18 @@ def _run(args: argparse.Namespace, settings: AlertsSettings, db: str) -> int:
         topic = args.topic or kafka_alerts_topic(park.id)
         source = KafkaSource(KafkaSettings().bootstrap, topic, settings.kafka_group)
         where = f"kafka topic {topic}"
-    delivery = DeliveryThread(lambda: service.make_worker(Outbox(db, now_ms)), now_ms)
+    from alerts.metrics import AlertMetrics
+
+    metrics = AlertMetrics(service.counters, lambda: Outbox(db, now_ms))
+    if args.metrics_port is not None:
+        metrics.serve(args.metrics_port)
+
+    def make_worker() -> DeliveryWorker:
+        worker = service.make_worker(Outbox(db, now_ms))
+        worker.on_result = metrics.on_result
+        return worker
+
+    delivery = DeliveryThread(make_worker, now_ms)
     delivery.start()
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -24,7 +24,7 @@ class DeliveryWorker:
         self.outbox = outbox
         self.senders = senders
         self._now_ms = now_ms
-        self._on_result = on_result
+        self.on_result = on_result
 
     def deliver_due(self, max_per_endpoint: int = 1000) -> int:
         """Try every endpoint's due head messages; returns how many were delivered."""
@@ -50,8 +50,8 @@ class DeliveryWorker:
                                 name, result.error, result.next_attempt_ms - self._now_ms())
                     self.outbox.mark_retry(msg.seq, result.next_attempt_ms, result.status,
                                            result.error)
-                if self._on_result is not None:
-                    self._on_result(name, result.outcome)
+                if self.on_result is not None:
+                    self.on_result(name, result.outcome)
                 if result.outcome == Outcome.RETRY:
                     break
         return delivered

@@ -241,3 +241,28 @@ def test_failed_commit_rolls_the_state_back_so_a_retry_notifies(tmp_path, clock)
     assert len(svc.tick()) == 1  # the notification was not lost with the failed transaction
     svc.deliver_due()
     assert len(sink.requests) == 1
+
+
+def test_metrics_report_events_outbox_and_attempts(tmp_path, clock) -> None:
+    from prometheus_client import generate_latest
+
+    from alerts.delivery.outbox import Outbox
+    from alerts.metrics import AlertMetrics
+
+    sink = Sink()
+    sink.status = 503
+    svc = make(tmp_path, clock, sink)
+    metrics = AlertMetrics(svc.counters, lambda: Outbox(tmp_path / "alerts.sqlite", clock))
+    worker = svc.make_worker()
+    worker.on_result = metrics.on_result
+    ev = drop("steam", clock())
+    svc.handle(ev)
+    svc.handle(ev)
+    clock.advance(10 * S)
+    svc.tick()
+    worker.deliver_due()
+    text = generate_latest(metrics.registry).decode()
+    assert 'parkmon_alerts_events_total{result="applied"} 1.0' in text
+    assert 'parkmon_alerts_events_total{result="duplicate"} 1.0' in text
+    assert 'parkmon_alerts_outbox_messages{status="pending"} 1.0' in text
+    assert 'parkmon_alerts_delivery_attempts_total{endpoint="ops",outcome="retry"} 1.0' in text
