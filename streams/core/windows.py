@@ -112,6 +112,7 @@ class WindowEngine:
         self.final_until_ms: int | None = None  # windows ending at or before are final
         self.stats = WindowStats()
         self._meters: dict[str, _MeterState] = {}
+        self._dirty: set[str] = set()  # meters whose state changed since `take_dirty`
 
     # -- input -----------------------------------------------------------------------------
     def ingest(self, meter: str, ts_ms: int, value: float) -> list[WindowResult | LateReading]:
@@ -134,6 +135,7 @@ class WindowEngine:
                 self.stats.conflicting_duplicates += 1
             return []
         self.stats.accepted += 1
+        self._dirty.add(meter)
         i = bisect.bisect_left(st.ts, ts_ms)
         st.ts.insert(i, ts_ms)
         st.vals[ts_ms] = value
@@ -170,25 +172,29 @@ class WindowEngine:
                     if w + self.size_ms <= closed:
                         st.pending.discard(w)
                         st.emitted[w] = 0
+                        self._dirty.add(mid)
                         out.append(self._result(info, st, w, 0))
         final = window_start(watermark_ms - self.grace_ms, self.size_ms)
         if self.final_until_ms is None or final > self.final_until_ms:
             self.final_until_ms = final
-            for st in self._meters.values():
-                self._finalize(st, final)
+            for mid, st in self._meters.items():
+                if self._finalize(st, final):
+                    self._dirty.add(mid)
         return out
 
-    def _finalize(self, st: _MeterState, final: int) -> None:
+    def _finalize(self, st: _MeterState, final: int) -> bool:
         k = bisect.bisect_left(st.ts, final)
+        old = [w for w in st.emitted if w < final]
         if k:
             last = st.ts[k - 1]
             st.anchor = (last, st.vals[last])
             for t in st.ts[:k]:
                 del st.vals[t]
             del st.ts[:k]
-        for w in [w for w in st.emitted if w < final]:
+        for w in old:
             del st.emitted[w]
         # pending windows below `final` cannot exist: they were emitted when they closed
+        return bool(k or old)
 
     # -- results ---------------------------------------------------------------------------
     def _aggregate(self, info: MeterInfo, st: _MeterState, w: int) -> Aggregate:
@@ -210,28 +216,40 @@ class WindowEngine:
                             revision=rev)
 
     # -- state -----------------------------------------------------------------------------
+    # Whole (`snapshot` / `restore`) or in parts: `meta_state` plus one `meter_state` per meter,
+    # so a changelog only carries the meters that changed (`take_dirty`).
+    def take_dirty(self) -> set[str]:
+        d, self._dirty = self._dirty, set()
+        return d
+
+    def meta_state(self) -> dict[str, Any]:
+        return {"v": 1, "size_ms": self.size_ms, "grace_ms": self.grace_ms,
+                "watermark_ms": self.watermark_ms, "closed_until_ms": self.closed_until_ms,
+                "final_until_ms": self.final_until_ms, "stats": self.stats.to_dict()}
+
+    def meter_state(self, meter: str) -> dict[str, Any] | None:
+        st = self._meters.get(meter)
+        if st is None:
+            return None
+        return {"anchor": list(st.anchor) if st.anchor else None,
+                "samples": [[t, st.vals[t]] for t in st.ts],
+                "emitted": [[w, r] for w, r in st.emitted.items()],
+                "pending": sorted(st.pending)}
+
     def snapshot(self) -> dict[str, Any]:
-        return {
-            "v": 1, "size_ms": self.size_ms, "grace_ms": self.grace_ms,
-            "watermark_ms": self.watermark_ms, "closed_until_ms": self.closed_until_ms,
-            "final_until_ms": self.final_until_ms, "stats": self.stats.to_dict(),
-            "meters": {
-                mid: {"anchor": list(st.anchor) if st.anchor else None,
-                      "samples": [[t, st.vals[t]] for t in st.ts],
-                      "emitted": [[w, r] for w, r in st.emitted.items()],
-                      "pending": sorted(st.pending)}
-                for mid, st in self._meters.items()
-            },
-        }
+        snap = self.meta_state()
+        snap["meters"] = {mid: self.meter_state(mid) for mid in self._meters}
+        return snap
 
     @classmethod
-    def restore(cls, model: KpiModel, snap: dict[str, Any]) -> WindowEngine:
-        eng = cls(model, int(snap["size_ms"]), int(snap["grace_ms"]))
-        eng.watermark_ms = snap["watermark_ms"]
-        eng.closed_until_ms = snap["closed_until_ms"]
-        eng.final_until_ms = snap["final_until_ms"]
-        eng.stats = WindowStats(**snap["stats"])
-        for mid, m in snap["meters"].items():
+    def from_parts(cls, model: KpiModel, meta: dict[str, Any],
+                   meters: dict[str, dict[str, Any]]) -> WindowEngine:
+        eng = cls(model, int(meta["size_ms"]), int(meta["grace_ms"]))
+        eng.watermark_ms = meta["watermark_ms"]
+        eng.closed_until_ms = meta["closed_until_ms"]
+        eng.final_until_ms = meta["final_until_ms"]
+        eng.stats = WindowStats(**meta["stats"])
+        for mid, m in meters.items():
             st = _MeterState()
             st.anchor = (int(m["anchor"][0]), float(m["anchor"][1])) if m["anchor"] else None
             for t, v in m["samples"]:
@@ -241,6 +259,10 @@ class WindowEngine:
             st.pending = {int(w) for w in m["pending"]}
             eng._meters[mid] = st
         return eng
+
+    @classmethod
+    def restore(cls, model: KpiModel, snap: dict[str, Any]) -> WindowEngine:
+        return cls.from_parts(model, snap, snap["meters"])
 
 
 def _nn(x: int | None) -> int:

@@ -4,7 +4,8 @@
   (secondary: meter origin "secondary" or "partner"; park analogue of Eurostat's CMR = U/(DMC+U))
 - waste_valorisation_rate = by-products and waste sent to a partner or to recycling /
   all by-products and waste generated                                              [t / t]
-  (a material output is valorised when it supplies an exchange or has origin "secondary")
+  (by-products and waste: outputs of carrier material or biomass in t; one is valorised when
+  it supplies an exchange or has origin "secondary", i.e. goes to recycling outside the park)
 - symbiotic_exchange_share = by-products and waste delivered through intra-park exchanges /
   all by-products and waste generated                                              [t / t]
 - water_reuse_rate = reused, cascaded or partner water input / total water input  [m3 / m3]
@@ -21,7 +22,9 @@ def _material_input(m: MeterInfo) -> bool:
 
 
 def _waste_output(m: MeterInfo) -> bool:
-    return m.direction == "output" and m.carrier == "material" and m.quantity_unit == "t"
+    """By-products and waste by mass: material and biomass outputs in t (not products)."""
+    return m.direction == "output" and m.carrier in ("material", "biomass") \
+        and m.quantity_unit == "t"
 
 
 def _water_input(m: MeterInfo) -> bool:

@@ -1,0 +1,97 @@
+"""`parkmon streams worker`: run the Faust KPI worker for one park.
+
+Options fall back to environment variables (PARKMON_KAFKA_BOOTSTRAP, PARKMON_INFLUX_URL / _ORG /
+_BUCKET / _TOKEN, PARKMON_STREAMS_PARK_FILE); the token is only read from the environment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from parkmon.config import InfluxSettings, KafkaSettings
+from parkmon.errors import ParkmonError
+
+
+def _parser() -> argparse.ArgumentParser:
+    ks, ins = KafkaSettings(), InfluxSettings()
+    ap = argparse.ArgumentParser(prog="parkmon streams worker",
+                                 description="Faust worker: readings -> windows/KPIs -> InfluxDB")
+    ap.add_argument("--park", default=os.environ.get("PARKMON_STREAMS_PARK_FILE"),
+                    help="park YAML file (default: the shipped Kalundborg example)")
+    ap.add_argument("--park-id", default=None,
+                    help="override the park id (topic names, tags); default: the file's id")
+    ap.add_argument("--bootstrap", default=ks.bootstrap)
+    ap.add_argument("--influx-url", default=ins.url)
+    ap.add_argument("--influx-org", default=ins.org)
+    ap.add_argument("--influx-bucket", default=ins.bucket)
+    ap.add_argument("--partitions", type=int, default=None,
+                    help="partitions of the readings topic: created with this many if missing, "
+                         "checked otherwise (default: as it is, 1 if created)")
+    ap.add_argument("--app-id", default=None, help="consumer group (default parkmon-streams-<park>)")
+    ap.add_argument("--base-window-ms", type=int, default=60_000)
+    ap.add_argument("--grace-ms", type=int, default=120_000)
+    ap.add_argument("--batch-max", type=int, default=5000)
+    ap.add_argument("--flush-interval-s", type=float, default=1.0)
+    ap.add_argument("--idle-close-ms", type=int, default=None,
+                    help="close windows of a partition idle this long (wall clock)")
+    ap.add_argument("--data-dir", default=None)
+    ap.add_argument("--no-kpis", action="store_true", help="meter windows only (no KPI agent)")
+    ap.add_argument("--loglevel", default="info")
+    return ap
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] in ("-h", "--help"):
+        print("usage: parkmon streams worker [options]   (parkmon streams worker --help)")
+        return 0 if argv else 2
+    if argv[0] != "worker":
+        print(f"parkmon streams: unknown subcommand {argv[0]!r} (expected: worker)",
+              file=sys.stderr)
+        return 2
+    args = _parser().parse_args(argv[1:])
+    logging.basicConfig(level=args.loglevel.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    try:
+        from parkmon.park import example_park_path, load_park
+        from streams.app import WorkerOptions, create_app, ensure_topics
+        from streams.core.model import KpiModel
+        from streams.influx_sink import InfluxSink
+
+        park = load_park(Path(args.park) if args.park else example_park_path("kalundborg"))
+        if args.park_id:
+            park = park.model_copy(update={"id": args.park_id})
+        model = KpiModel.from_park(park)
+        token = InfluxSettings().token
+        if token is None:
+            print("parkmon streams worker: set PARKMON_INFLUX_TOKEN", file=sys.stderr)
+            return 2
+        parts = ensure_topics(args.bootstrap, park.id, args.partitions or 1)
+        if args.partitions and parts != args.partitions:
+            print(f"parkmon streams worker: topic has {parts} partitions, not "
+                  f"{args.partitions}", file=sys.stderr)
+            return 2
+        opts = WorkerOptions(
+            park_id=park.id, bootstrap=args.bootstrap, app_id=args.app_id, partitions=parts,
+            base_window_ms=args.base_window_ms, grace_ms=args.grace_ms,
+            batch_max=args.batch_max, flush_interval_s=args.flush_interval_s,
+            idle_close_ms=args.idle_close_ms, kpis=not args.no_kpis,
+            data_dir=args.data_dir or f"/tmp/parkmon-streams-{os.getpid()}",
+        )
+        sink = InfluxSink.connect(args.influx_url, token.get_secret_value(), args.influx_org,
+                                  args.influx_bucket)
+        app = create_app(opts, model, sink)
+    except ParkmonError as exc:
+        print(f"parkmon streams worker: {exc}", file=sys.stderr)
+        return 2
+    from faust.worker import Worker
+
+    worker = Worker(app, loglevel=args.loglevel, quiet=True)
+    try:
+        worker.execute_from_commandline()
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    return 0
