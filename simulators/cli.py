@@ -85,6 +85,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", help="MQTT host (default PARKMON_MQTT_HOST or 127.0.0.1)")
     p.add_argument("--port", type=int, help="MQTT port (default PARKMON_MQTT_PORT or 18830)")
     p.add_argument("--client-id", help="MQTT client id")
+    p.add_argument("--device-credentials", metavar="FILE",
+                   help="JSON {enterprise: {\"username\": ..., \"password\": ...}}: one MQTT "
+                        "connection per enterprise with its own user (per-enterprise ACL)")
+    p.add_argument("--dev-secure", action="store_true",
+                   help="publish to the mosquitto-secure dev service, one device user per "
+                        "enterprise (registered there on the fly)")
     p.add_argument("--labels", help="write the ground-truth labels (JSONL) here "
                                     "(default with a scenario: ./<scenario>-seed<seed>.labels.jsonl)")
     p.add_argument("--stdout", action="store_true", help="print readings as JSON lines instead of publishing")
@@ -170,9 +176,27 @@ def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
     from simulators.publisher import MqttPublisher, progress_printer
 
+    credentials_for = None
+    if args.device_credentials:
+        table = json.loads(Path(args.device_credentials).read_text())
+
+        def credentials_for(ent: str) -> tuple[str, str]:
+            if ent not in table:
+                raise ParkmonError(f"{args.device_credentials}: no credentials for enterprise {ent!r}")
+            return str(table[ent]["username"]), str(table[ent]["password"])
+    elif args.dev_secure:
+        from parkmon import devservices
+
+        secure = devservices.handle("mosquitto-secure")
+        host, port = (args.host or secure.host), (args.port or secure.port)
+
+        def credentials_for(ent: str) -> tuple[str, str]:
+            c = secure.device(ent, park=park.id)  # type: ignore[attr-defined]
+            return c.username, c.password
     pub = MqttPublisher(park.id, host, port, qos=args.qos, batch=args.batch, client_id=args.client_id,
                         username=settings.username,
-                        password=settings.password.get_secret_value() if settings.password else None)
+                        password=settings.password.get_secret_value() if settings.password else None,
+                        credentials_for=credentials_for)
     pub.connect()
     print(f"publishing park {park.id!r} ({len(park.meters)} meters) to {host}:{port} "
           f"qos {args.qos}, batch {args.batch}, speed {args.speed}, seed {seed}, start "

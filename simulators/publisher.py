@@ -56,8 +56,12 @@ class MqttPublisher:
     def __init__(self, park_id: str, host: str = "127.0.0.1", port: int = 18830, *, qos: int = 1,
                  batch: int = 1, client_id: str | None = None, username: str | None = None,
                  password: str | None = None, max_inflight: int = 1000, max_queued: int = 20000,
+                 credentials_for: Callable[[str], tuple[str, str]] | None = None,
                  clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], None] = time.sleep) -> None:
+        """`credentials_for(enterprise) -> (username, password)` switches to one MQTT connection
+        per enterprise, as real devices have (needed with a per-enterprise ACL); otherwise one
+        connection (optionally with `username`/`password`) publishes for every enterprise."""
         if batch < 1 or batch > 10000:
             raise ValueError(f"batch must be 1..10000 readings per message (payload schema), got {batch}")
         if qos not in (0, 1, 2):
@@ -66,16 +70,12 @@ class MqttPublisher:
         self.host, self.port, self.qos, self.batch = host, port, qos, batch
         self.client_id = client_id or f"parkmon-sim-{park_id}-{id(self) & 0xFFFFFF:x}"
         self._clock, self._sleep = clock, sleep
-        self._client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id,
-                                   protocol=mqtt.MQTTv311, clean_session=True)
-        if username:
-            self._client.username_pw_set(username, password)
-        self._client.max_inflight_messages_set(max_inflight)
-        self._client.max_queued_messages_set(max_queued)
-        self._client.on_publish = self._on_publish
-        self._client.on_connect = self._on_connect
-        self._client.on_disconnect = self._on_disconnect
-        self._connected = threading.Event()
+        self._username, self._password = username, password
+        self._credentials_for = credentials_for
+        self._max_inflight, self._max_queued = max_inflight, max_queued
+        self._clients: dict[str | None, mqtt.Client] = {}
+        self._connected: dict[str | None, threading.Event] = {}
+        self._refused: dict[str | None, str] = {}
         self._acked = 0
         self._ack_lock = threading.Lock()
         self._ack_cond = threading.Condition(self._ack_lock)
@@ -86,15 +86,36 @@ class MqttPublisher:
 
     # -------------------------------------------------------------- connection
 
-    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any,
-                    properties: Any = None) -> None:
-        if not reason_code.is_failure:
-            self._connected.set()
+    def _new_client(self, key: str | None) -> mqtt.Client:
+        cid = self.client_id if key is None else f"{self.client_id}-{key}"
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=cid,
+                             protocol=mqtt.MQTTv311, clean_session=True)
+        if key is None and self._username:
+            client.username_pw_set(self._username, self._password)
+        elif key is not None and self._credentials_for is not None:
+            user, pw = self._credentials_for(key)
+            client.username_pw_set(user, pw)
+        client.max_inflight_messages_set(self._max_inflight)
+        client.max_queued_messages_set(self._max_queued)
+        event = threading.Event()
+        self._connected[key] = event
 
-    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any,
+        def on_connect(c: mqtt.Client, userdata: Any, flags: Any, reason_code: Any,
                        properties: Any = None) -> None:
-        self._connected.clear()
-        self.disconnects += 1
+            if reason_code.is_failure:
+                self._refused[key] = str(reason_code)
+            else:
+                event.set()
+
+        def on_disconnect(c: mqtt.Client, userdata: Any, flags: Any, reason_code: Any,
+                          properties: Any = None) -> None:
+            event.clear()
+            self.disconnects += 1
+
+        client.on_connect = on_connect
+        client.on_disconnect = on_disconnect
+        client.on_publish = self._on_publish
+        return client
 
     def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason_code: Any,
                     properties: Any = None) -> None:
@@ -102,23 +123,41 @@ class MqttPublisher:
             self._acked += 1
             self._ack_cond.notify_all()
 
-    def connect(self, timeout_s: float = 10.0) -> None:
+    def _connect_client(self, key: str | None, timeout_s: float = 10.0) -> mqtt.Client:
+        client = self._new_client(key)
+        who = "" if key is None else f" for enterprise {key!r}"
         try:
-            self._client.connect(self.host, self.port, keepalive=30)
+            client.connect(self.host, self.port, keepalive=30)
         except OSError as exc:
-            raise ServiceError(f"cannot connect to MQTT broker {self.host}:{self.port}: {exc}; "
-                               "is it running (`parkmon services up mosquitto`)?") from exc
-        self._client.loop_start()
-        if not self._connected.wait(timeout_s):
-            self._client.loop_stop()
-            raise ServiceError(f"MQTT broker {self.host}:{self.port} did not accept the connection "
-                               f"within {timeout_s:g}s")
+            raise ServiceError(f"cannot connect to MQTT broker {self.host}:{self.port}{who}: {exc}; "
+                               "is it running (`parkmon services up`)?") from exc
+        client.loop_start()
+        deadline = time.monotonic() + timeout_s
+        while not self._connected[key].wait(0.05):
+            if key in self._refused or time.monotonic() > deadline:
+                client.loop_stop()
+                why = self._refused.get(key, f"no answer within {timeout_s:g}s")
+                raise ServiceError(f"MQTT broker {self.host}:{self.port} refused the connection"
+                                   f"{who}: {why}")
+        self._clients[key] = client
+        return client
+
+    def connect(self, timeout_s: float = 10.0) -> None:
+        """Connect (per-enterprise connections are opened on first use)."""
+        if self._credentials_for is None:
+            self._connect_client(None, timeout_s)
+
+    def _client(self, enterprise: str) -> mqtt.Client:
+        key = None if self._credentials_for is None else enterprise
+        c = self._clients.get(key)
+        return c if c is not None else self._connect_client(key)
 
     def close(self, ack_timeout_s: float = 30.0) -> PublishStats:
         self.flush()
         self.wait_acked(ack_timeout_s)
-        self._client.disconnect()
-        self._client.loop_stop()
+        for client in self._clients.values():
+            client.disconnect()
+            client.loop_stop()
         return self.stats
 
     def wait_acked(self, timeout_s: float) -> bool:
@@ -146,8 +185,9 @@ class MqttPublisher:
 
     def _send(self, enterprise: str, payload: bytes) -> None:
         topic = self._topic(enterprise)
+        client = self._client(enterprise)
         while True:
-            info = self._client.publish(topic, payload, qos=self.qos)
+            info = client.publish(topic, payload, qos=self.qos)
             if info.rc == mqtt.MQTT_ERR_QUEUE_SIZE:
                 # our own queue is full: wait for the broker to acknowledge some messages
                 self.stats.retries_queue_full += 1

@@ -42,8 +42,9 @@ _PERIODS = [10, 60, 60, 60, 300]
 
 
 def generate_park_data(n_enterprises: int, n_meters: int, seed: int = 0,
-                       park_id: str | None = None) -> dict[str, Any]:
-    """A park-file mapping with exactly n_meters meters (n_meters >= 4 * n_enterprises)."""
+                       park_id: str | None = None, enterprise_prefix: str = "e") -> dict[str, Any]:
+    """A park-file mapping with exactly n_meters meters (n_meters >= 4 * n_enterprises).
+    Enterprise ids are `<enterprise_prefix><4 digits>`."""
     if n_enterprises < 2:
         raise ValueError("a park needs at least 2 enterprises")
     if n_meters < 4 * n_enterprises:
@@ -54,7 +55,7 @@ def generate_park_data(n_enterprises: int, n_meters: int, seed: int = 0,
     probs = np.array([SECTOR_WEIGHTS[s] for s in sectors])
     ent_sector = [sectors[int(i)] for i in rng.choice(len(sectors), n_enterprises, p=probs / probs.sum())]
     ent_sector[0] = "power"  # there is always at least one hub
-    ents = [f"e{i:04d}" for i in range(n_enterprises)]
+    ents = [f"{enterprise_prefix}{i:04d}" for i in range(n_enterprises)]
     enterprises = [{"id": e, "name": f"{s.replace('_', ' ').title()} {i}", "sector": s}
                    for i, (e, s) in enumerate(zip(ents, ent_sector, strict=True))]
     meters: list[dict[str, Any]] = []
@@ -155,7 +156,9 @@ def generate_park_data(n_enterprises: int, n_meters: int, seed: int = 0,
     }
 
 
-def generate_park(n_enterprises: int, n_meters: int, seed: int = 0, park_id: str | None = None) -> Park:
+def generate_park(n_enterprises: int, n_meters: int, seed: int = 0, park_id: str | None = None,
+                  enterprise_prefix: str = "e") -> Park:
     """A validated synthetic Park (see generate_park_data)."""
-    data = generate_park_data(n_enterprises, n_meters, seed=seed, park_id=park_id)
+    data = generate_park_data(n_enterprises, n_meters, seed=seed, park_id=park_id,
+                              enterprise_prefix=enterprise_prefix)
     return build_park(data, source=f"<synthetic {n_enterprises}x{n_meters} seed {seed}>")

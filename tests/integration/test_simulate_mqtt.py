@@ -148,3 +148,51 @@ def test_real_time_pacing(mosquitto: Any) -> None:
     _publish(mosquitto, f"kbgp{uuid.uuid4().hex[:8]}", batches, batch=100, speed=600.0)
     elapsed = time.monotonic() - t
     assert elapsed >= 0.85  # 9 minutes between first and last step / 600
+
+
+def test_one_connection_per_enterprise_on_the_secured_broker(mosquitto_secure: Any) -> None:
+    """Each enterprise publishes with its own device user, which the ACL limits to its topic."""
+    from parkmon.park.generator import generate_park
+
+    tag = uuid.uuid4().hex[:6]
+    park_id = f"sec{tag}"
+    park = generate_park(3, 16, seed=2, park_id=park_id, enterprise_prefix=f"s{tag}x")
+    creds = {e.id: mosquitto_secure.device(e.id, park=park_id) for e in park.enterprises}
+    gw = mosquitto_secure.gateway(park=park_id)
+
+    received: list[bytes] = []
+    sub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"it-sec-sub-{tag}")
+    sub.username_pw_set(gw.username, gw.password)
+    subscribed = threading.Event()
+    sub.on_subscribe = lambda *a: subscribed.set()
+    sub.on_message = lambda c, u, m: received.append(m.payload)
+    sub.connect(mosquitto_secure.host, mosquitto_secure.port)
+    sub.subscribe(mqtt_subscription(park_id), qos=1)
+    sub.loop_start()
+    assert subscribed.wait(10)
+
+    fleet = Fleet(park, seed=1, start_ms=T0)
+    batches = list(fleet.batches(T0 + 30 * 60_000))
+    pub = MqttPublisher(park_id, mosquitto_secure.host, mosquitto_secure.port, qos=1, batch=20,
+                        client_id=f"it-sec-pub-{tag}",
+                        credentials_for=lambda ent: (creds[ent].username, creds[ent].password))
+    pub.connect()
+    pub.run(batches, speed=math.inf)
+    st = pub.close()
+    deadline = time.monotonic() + 30
+    while len(received) < st.messages and time.monotonic() < deadline:
+        time.sleep(0.05)
+    sub.loop_stop()
+    sub.disconnect()
+    got = {(d["meter"], d["seq"]) for p in received for d in json.loads(p)["readings"]}
+    assert got == {(r.meter, r.seq) for b in batches for r in b}
+
+
+def test_wrong_password_is_a_clear_error(mosquitto_secure: Any) -> None:
+    from parkmon.errors import ServiceError
+
+    pub = MqttPublisher("secx", mosquitto_secure.host, mosquitto_secure.port,
+                        client_id=f"it-sec-bad-{uuid.uuid4().hex[:6]}",
+                        username="dev_nobody", password="wrong")
+    with pytest.raises(ServiceError, match="refused the connection"):
+        pub.connect(timeout_s=5)
