@@ -43,7 +43,9 @@ def test_bad_scenario_reference_exits_2_without_traceback(tmp_path: Path) -> Non
 def test_unknown_scenario_name_lists_the_known_ones() -> None:
     err = io.StringIO()
     assert main(["--stdout", "--scenario", "nonesuch"], out=io.StringIO(), err=err) == 2
-    assert "scenarios are: data_quality, gypsum_trip" in err.getvalue()
+    msg = err.getvalue()
+    assert "no scenario 'nonesuch'; scenarios are: " in msg
+    assert "gypsum_trip" in msg and "mixed_week" in msg
 
 
 def test_synthetic_park_on_stdout() -> None:

@@ -66,7 +66,14 @@ def test_bad_duration() -> None:
         parse_duration_ms("soon")
 
 
-@pytest.mark.parametrize("name", ["gypsum_trip", "supply_faults", "data_quality", "mixed_week"])
+SHIPPED = sorted(p.stem for p in (Path(__file__).parents[2] / "simulators" / "scenarios").glob("*.yaml"))
+
+
+def test_the_documented_scenarios_are_shipped() -> None:
+    assert {"gypsum_trip", "supply_faults", "data_quality", "mixed_week"} <= set(SHIPPED)
+
+
+@pytest.mark.parametrize("name", SHIPPED)
 def test_shipped_scenarios_resolve_against_kalundborg(park: Park, name: str) -> None:
     sc = load_scenario(scenario_path(name))
     assert sc.events
