@@ -19,6 +19,7 @@ state change and notifications are durable in the outbox), or from a JSON-lines 
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import logging
 import os
@@ -28,6 +29,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -72,6 +74,11 @@ class AlertsSettings(BaseSettings):
     kafka_group: str = "parkmon-alerts"
 
 
+def alerts_deadletter_topic(park_id: str) -> str:
+    """Rejected detection events (JSON envelope: reason, message, topic, payload, received_ms)."""
+    return f"parkmon.{park_id}.alerts-deadletter"
+
+
 def secret_env_name(endpoint_name: str) -> str:
     return "PARKMON_ALERTS_SECRET_" + re.sub(r"[^A-Za-z0-9]", "_", endpoint_name).upper()
 
@@ -102,6 +109,9 @@ def now_ms() -> int:
 
 class FileSource:
     """JSON lines, one DetectionEvent per line; `follow` keeps reading appended lines."""
+
+    def dead_letter(self, raw: bytes | str, reason: str, message: str) -> None:
+        return None  # logged and counted by the loop; the file itself is the record
 
     def __init__(self, path: str, follow: bool) -> None:
         self.path = path
@@ -140,10 +150,13 @@ class KafkaSource:
 
     exhausted = False
 
-    def __init__(self, bootstrap: str, topic: str, group: str) -> None:
+    def __init__(self, bootstrap: str, topic: str, group: str, deadletter_topic: str) -> None:
         from confluent_kafka import Consumer
 
         self.topic = topic
+        self._bootstrap = bootstrap
+        self._deadletter_topic = deadletter_topic
+        self._producer: Any = None
         self._consumer = Consumer({
             "bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False,
             "auto.offset.reset": "earliest", "client.id": f"{group}-{os.getpid()}",
@@ -162,13 +175,35 @@ class KafkaSource:
             self._dirty = True
         return out
 
+    def dead_letter(self, raw: bytes | str, reason: str, message: str) -> None:
+        """Send a rejected event to the park's dead-letter topic with its reason (headers)."""
+        if self._producer is None:
+            from confluent_kafka import Producer
+
+            self._producer = Producer({"bootstrap.servers": self._bootstrap, "acks": "all",
+                                       "enable.idempotence": True})
+        data = raw.encode() if isinstance(raw, str) else raw
+        try:
+            payload, encoding = data.decode("utf-8"), "utf-8"
+        except UnicodeDecodeError:
+            payload, encoding = base64.b64encode(data).decode(), "base64"
+        record = {"reason": reason, "message": message[:500], "source": "parkmon-alerts",
+                  "topic": self.topic, "received_ms": now_ms(), "payload": payload,
+                  "payload_encoding": encoding}
+        self._producer.produce(self._deadletter_topic, value=json.dumps(record).encode(),
+                               headers={"reason": reason})
+
     def commit(self) -> None:
+        if self._producer is not None and self._producer.flush(30) != 0:
+            raise ParkmonError("dead-letter records not acknowledged by Kafka; not committing")
         if self._dirty:
             self._consumer.commit(asynchronous=False)
             self._dirty = False
 
     def close(self) -> None:
         self._consumer.close()
+        if self._producer is not None:
+            self._producer.flush(10)
 
 
 # -- commands -----------------------------------------------------------------------------------
@@ -276,7 +311,8 @@ def _run(args: argparse.Namespace, settings: AlertsSettings, db: str) -> int:
         where = f"file {args.events_file}"
     else:
         topic = args.topic or kafka_alerts_topic(park.id)
-        source = KafkaSource(KafkaSettings().bootstrap, topic, settings.kafka_group)
+        source = KafkaSource(KafkaSettings().bootstrap, topic, settings.kafka_group,
+                             alerts_deadletter_topic(park.id))
         where = f"kafka topic {topic}"
     from alerts.metrics import AlertMetrics
 
@@ -318,6 +354,7 @@ def _loop(service: AlertService, source: FileSource | KafkaSource, delivery: Del
             except PayloadError as exc:
                 service.counters.rejected += 1
                 log.warning("rejected detection event (%s): %s", exc.reason, exc.message)
+                source.dead_letter(raw, exc.reason, exc.message)
                 continue
             if notes:
                 delivery.wake()

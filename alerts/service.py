@@ -220,9 +220,8 @@ class AlertService:
             elif ev.resolves == DetectionKind.DATA_QUALITY:
                 hit = a.name == AlertName.DATA_QUALITY and a.labels.get("meter") == ev.meter_id \
                     and (ev.dq_kind is None or a.labels.get("dq_kind") == ev.dq_kind)
-            else:
-                hit = a.name.value == ev.resolves.value and \
-                    a.labels.get("exchange") == ev.exchange_id
+            else:  # a supply condition is one per exchange: its end ends drop and decline alike
+                hit = a.name in supply and a.labels.get("exchange") == ev.exchange_id
             if hit and self.lifecycle.resolve(a.fingerprint, ev.ts_ms):
                 self.counters.alerts_resolved += 1
                 done.append(a.resolved(ev.ts_ms))

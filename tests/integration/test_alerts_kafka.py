@@ -45,13 +45,33 @@ def wait_for(cond: Callable[[], bool], timeout_s: float, what: str) -> None:
     raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
 
 
-def produce(bootstrap: str, topic: str, events: list[DetectionEvent]) -> None:
+def produce(bootstrap: str, topic: str, events: list[DetectionEvent | bytes]) -> None:
     from confluent_kafka import Producer
 
     p = Producer({"bootstrap.servers": bootstrap, "acks": "all", "enable.idempotence": True})
     for ev in events:
-        p.produce(topic, key=(ev.exchange_id or ev.meter_id or "").encode(), value=ev.to_json())
+        p.produce(topic, value=ev if isinstance(ev, bytes) else ev.to_json())
     assert p.flush(30) == 0
+
+
+def dead_letters_of(bootstrap: str, source_topic: str) -> list[dict]:
+    from confluent_kafka import Consumer
+
+    from alerts.cli import alerts_deadletter_topic
+
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"dl-{uuid.uuid4().hex[:8]}",
+                  "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    c.subscribe([alerts_deadletter_topic("toy")])
+    out: list[dict] = []
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not out:
+        for m in c.consume(num_messages=500, timeout=1.0):
+            if m.error() is None:
+                rec = json.loads(m.value())
+                if rec["topic"] == source_topic:
+                    out.append(rec)
+    c.close()
+    return out
 
 
 def test_kafka_source_delivers_and_resumes_after_restart(tmp_path: Path, kafka_bootstrap: str) -> None:
@@ -97,6 +117,7 @@ def test_kafka_source_delivers_and_resumes_after_restart(tmp_path: Path, kafka_b
         assert receiver.stdout is not None and b"listening" in receiver.stdout.readline()
         now = int(time.time() * 1000)
         produce(kafka_bootstrap, topic, [
+            b'{"kind": "supply_drop", "ts_ms": 1}',  # no exchange: rejected, dead-lettered
             DetectionEvent(kind=DetectionKind.SUPPLY_DROP, exchange_id="steam", ts_ms=now, magnitude=1.0),
             DetectionEvent(kind=DetectionKind.SUPPLY_DROP, exchange_id="gypsum", ts_ms=now, magnitude=1.0),
             DetectionEvent(kind=DetectionKind.DATA_QUALITY, meter_id="farm.sludge_in", ts_ms=now,
@@ -134,6 +155,8 @@ def test_kafka_source_delivers_and_resumes_after_restart(tmp_path: Path, kafka_b
     # gypsum still fires, steam is back: the update carries both states
     assert sorted((a["labels"]["exchange"], a["state"]) for a in update["alerts"]) == [
         ("gypsum", "firing"), ("steam", "resolved")]
+    [dl] = dead_letters_of(kafka_bootstrap, topic)
+    assert dl["reason"] == "schema" and json.loads(dl["payload"]) == {"kind": "supply_drop", "ts_ms": 1}
     # the restarted service resumed after the committed offset: it read only the new event
     log2 = (tmp_path / "svc2.log").read_text()
     m = re.search(r"stopped: (\d+) events \((\d+) duplicates", log2)

@@ -266,3 +266,14 @@ def test_metrics_report_events_outbox_and_attempts(tmp_path, clock) -> None:
     assert 'parkmon_alerts_events_total{result="duplicate"} 1.0' in text
     assert 'parkmon_alerts_outbox_messages{status="pending"} 1.0' in text
     assert 'parkmon_alerts_delivery_attempts_total{endpoint="ops",outcome="retry"} 1.0' in text
+
+
+def test_end_of_a_supply_condition_resolves_decline_and_drop(tmp_path, clock) -> None:
+    svc = make(tmp_path, clock, Sink())
+    svc.handle(DetectionEvent(kind=DetectionKind.SUPPLY_DECLINE, exchange_id="gas", ts_ms=clock(),
+                              magnitude=0.2, buffer_exhausted_at_ms=clock() + 3_600 * S))
+    svc.handle(drop("gas", clock() + S))
+    assert sorted(a.name.value for a in svc.lifecycle.firing()) == ["supply_decline", "supply_drop"]
+    svc.handle(DetectionEvent(kind=DetectionKind.RESOLVED, exchange_id="gas", ts_ms=clock() + 2 * S,
+                              resolves=DetectionKind.SUPPLY_DROP))
+    assert svc.lifecycle.firing() == []
