@@ -35,7 +35,7 @@ from pydantic import BaseModel, ConfigDict, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from alerts.delivery.outbox import Outbox
-from alerts.delivery.ssrf import SsrfPolicy
+from alerts.delivery.ssrf import SsrfPolicy, SsrfRefused
 from alerts.delivery.webhook import Endpoint, PayloadFormat, RetryPolicy
 from alerts.delivery.worker import DeliveryThread, DeliveryWorker
 from alerts.lifecycle import LifecycleConfig
@@ -294,8 +294,10 @@ def _run(args: argparse.Namespace, settings: AlertsSettings, db: str) -> int:
     for ep in endpoints:  # refuse a bad target at start-up too (it is re-checked on every request)
         try:
             ssrf.check(ep.url)
-        except ParkmonError as exc:
-            raise ConfigError(f"endpoint {ep.name!r}: {exc}") from None
+        except SsrfRefused as exc:
+            if exc.reason != "unresolvable":  # DNS may be down now; it is re-checked per request
+                raise ConfigError(f"endpoint {ep.name!r}: {exc}") from None
+            log.warning("endpoint %s: %s (will retry)", ep.name, exc)
     annotations: AnnotationSink | None = None
     if settings.influx:
         from alerts.influx_annotations import InfluxAnnotationWriter
