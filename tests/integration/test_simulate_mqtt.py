@@ -196,3 +196,75 @@ def test_wrong_password_is_a_clear_error(mosquitto_secure: Any) -> None:
                         username="dev_nobody", password="wrong")
     with pytest.raises(ServiceError, match="refused the connection"):
         pub.connect(timeout_s=5)
+
+
+def test_full_client_queue_is_waited_out_not_dropped(mosquitto: Any) -> None:
+    """With a tiny paho queue publish() answers MQTT_ERR_QUEUE_SIZE; the publisher waits for
+    acknowledgements and retries, so every reading still arrives."""
+    park = load_park(example_park_path("kalundborg"))
+    fleet = Fleet(park, seed=2, start_ms=T0)
+    batches = list(fleet.batches(T0 + 20 * 60_000))  # 980 readings, one message each
+    park_id = f"kbgq{uuid.uuid4().hex[:8]}"
+    col = Collector(mosquitto.host, mosquitto.port, park_id)
+    pub = MqttPublisher(park_id, mosquitto.host, mosquitto.port, qos=1, batch=1,
+                        client_id=f"it-simq-{uuid.uuid4().hex[:8]}", max_inflight=5, max_queued=5)
+    pub.connect()
+    pub.run(batches, speed=math.inf)
+    st = pub.close()
+    col.wait_for(st.messages)
+    col.close()
+    assert st.retries_queue_full > 0
+    assert st.unacked_at_close == 0
+    got = {(d["meter"], d["seq"]) for _, p in col.messages for d in [json.loads(p)]}
+    assert got == {(r.meter, r.seq) for b in batches for r in b}
+
+
+@pytest.mark.e2e
+def test_broker_restart_during_a_run_loses_nothing(private_service: Any) -> None:
+    """QoS 1: messages sent while the broker restarts are kept by paho and re-sent after the
+    automatic reconnect; a persistent-session subscriber ends up with every reading."""
+    broker = private_service("mosquitto")
+    park = load_park(example_park_path("kalundborg"))
+    fleet = Fleet(park, seed=4, start_ms=T0)
+    batches = list(fleet.batches(T0 + 40 * 60_000))  # 40 steps
+    park_id = f"kbgr{uuid.uuid4().hex[:8]}"
+
+    received: list[bytes] = []
+    sub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"it-simr-sub-{park_id}",
+                      clean_session=False)
+    sub.reconnect_delay_set(0.1, 0.5)
+    subscribed = threading.Event()
+    sub.on_subscribe = lambda *a: subscribed.set()
+    sub.on_message = lambda c, u, m: received.append(m.payload)
+    sub.connect(broker.host, broker.port)
+    sub.subscribe(mqtt_subscription(park_id), qos=1)
+    sub.loop_start()
+    assert subscribed.wait(10)
+
+    pub = MqttPublisher(park_id, broker.host, broker.port, qos=1, batch=10,
+                        client_id=f"it-simr-pub-{park_id}")
+    pub.connect()
+    pub._client("x").reconnect_delay_set(0.1, 0.5)  # noqa: SLF001 - shorten the test
+
+    def restart_later() -> None:
+        time.sleep(1.0)
+        broker.restart()
+
+    t = threading.Thread(target=restart_later)
+    t.start()
+    pub.run(batches, speed=600.0)  # 40 simulated minutes in 4 s
+    t.join()
+    st = pub.close(ack_timeout_s=60)
+    assert pub.disconnects >= 1
+    assert st.unacked_at_close == 0
+    deadline = time.monotonic() + 30
+    want = {(r.meter, r.seq) for b in batches for r in b}
+    got: set[tuple[str, int]] = set()
+    while time.monotonic() < deadline:
+        got = {(d["meter"], d["seq"]) for p in list(received) for d in json.loads(p)["readings"]}
+        if got >= want:
+            break
+        time.sleep(0.1)
+    sub.loop_stop()
+    sub.disconnect()
+    assert got == want
