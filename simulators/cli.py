@@ -95,6 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
                                     "(default with a scenario: ./<scenario>-seed<seed>.labels.jsonl)")
     p.add_argument("--stdout", action="store_true", help="print readings as JSON lines instead of publishing")
     p.add_argument("--no-resets", action="store_true", help="no random counter resets")
+    p.add_argument("--meter-bias", type=float, default=0.0,
+                   help="std of each meter's calibration error, e.g. 0.005 (default 0: exact)")
+    p.add_argument("--list-scenarios", action="store_true", help="list the shipped scenarios")
     p.add_argument("--quiet", action="store_true", help="no progress display")
     p.add_argument("--bench", action="store_true", help="measure publish rates (single and batched)")
     p.add_argument("--bench-readings", type=int, default=200_000, help="readings per batched bench run")
@@ -134,6 +137,12 @@ def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         return run_bench(host, port, qos=args.qos, n_batched=args.bench_readings,
                          repeat=args.bench_repeat, out=out)
 
+    if args.list_scenarios:
+        for path in sorted((Path(__file__).parent / "scenarios").glob("*.yaml")):
+            sc = load_scenario(path)
+            desc = " ".join(sc.description.split())
+            print(f"{sc.name:<16} {len(sc.events):>2} events  {sc.duration or '-':<4}  {desc[:90]}", file=out)
+        return 0
     scenario, scenario_source = _scenario(args.scenario)
     seed = args.seed if args.seed is not None else (scenario.seed if scenario and scenario.seed is not None else 0)
     park = _park(args.park, scenario, args.synthetic, seed)
@@ -147,7 +156,9 @@ def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         start_ms = now_ms if (speed == 1.0 or duration_ms is None) else now_ms - (duration_ms or 0)
     else:
         start_ms = _time_ms(args.start, now_ms)
-    options = FleetOptions(counter_resets_per_day=0.0) if args.no_resets else FleetOptions()
+    options = FleetOptions(meter_bias=args.meter_bias)
+    if args.no_resets:
+        options = FleetOptions(counter_resets_per_day=0.0, meter_bias=args.meter_bias)
     fleet = Fleet(park, seed=seed, start_ms=start_ms, scenario=scenario, options=options,
                   scenario_source=scenario_source or "<scenario>")
     until_ms = start_ms + duration_ms if duration_ms is not None else 2**62

@@ -92,6 +92,7 @@ class FleetOptions:
     ramp_per_h: float = 2.0  # largest change per hour, as a fraction of capacity
     counter_resets_per_day: float = 0.01  # per counter meter (meter replacement / power cycle)
     substitution: bool = True  # a consumer's shortfall is made up by its own virgin supply
+    meter_bias: float = 0.0  # std of each meter's fixed relative calibration error (0.005 = 0.5 %)
 
 
 class Fleet:
@@ -190,6 +191,10 @@ class Fleet:
         self._last_value: list[float | None] = [None] * n
         self._heap: list[tuple[int, int, SimReading]] = []
         self._heap_counter = 0
+        # measurement: each meter's calibration bias (drawn last so that it changes nothing else)
+        self._bias: np.ndarray | None = None
+        if self.options.meter_bias > 0:
+            self._bias = 1.0 + self.options.meter_bias * rng_init.standard_normal(n)
 
         # scenario
         self.labels: list[Label] = []
@@ -274,6 +279,8 @@ class Fleet:
 
     def _step(self, t: int) -> list[SimReading]:
         rate = self._rates(t)
+        if self._bias is not None:
+            rate = rate * self._bias  # what the meters measure (flows stay mass-consistent)
         self._cum += rate * self._step_h
         due = np.nonzero(((t - self.start_ms) % self._period_ms) == 0)[0]
         if due.size == 0:
