@@ -1,0 +1,241 @@
+"""`parkmon demo`: the whole monitor in one process on the embedded Kalundborg-like park.
+
+A simulated fleet (with a labelled fault scenario) feeds the edge pipeline exactly as MQTT
+messages would: payload bytes on the park's topics, validated, normalised, deduplicated, windowed
+into KPIs and watched by the detectors; alerts go through the real lifecycle and outbox (and are
+delivered to webhooks when `--webhook` is given). No services are needed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from parkmon.contracts import mqtt_topic
+from parkmon.errors import ParkFileError, ParkmonError
+
+DAY_MS = 86_400_000
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="parkmon demo", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--park", help="park YAML (default: the embedded Kalundborg-like park)")
+    p.add_argument("--scenario", default="demo",
+                   help="scenario name (shipped) or YAML file; 'none' for normal operation "
+                        "(default: demo)")
+    p.add_argument("--hours", type=float, help="simulated hours (default: the scenario's duration)")
+    p.add_argument("--seed", type=int, help="random seed (default: the scenario's)")
+    p.add_argument("--start", default="2026-11-02T00:00:00Z",
+                   help="simulated start time, ISO 8601 UTC (default: a Monday)")
+    p.add_argument("--report", default="parkmon-demo.html",
+                   help="write an HTML report here ('' for none; default: parkmon-demo.html)")
+    p.add_argument("--json", dest="json_out", help="also write the summary as JSON to this file")
+    p.add_argument("--webhook", action="append", default=[],
+                   help="deliver alerts to this URL (signed; secret from PARKMON_WEBHOOK_SECRET)")
+    p.add_argument("--allow-private-targets", action="store_true",
+                   help="allow webhook targets on loopback/private addresses")
+    p.add_argument("--quiet", action="store_true", help="no progress line")
+    return p
+
+
+def _iso_to_ms(text: str) -> int:
+    from datetime import datetime
+
+    return int(datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp() * 1000)
+
+
+def _fmt_ts(ts_ms: int) -> str:
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(ts_ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M")
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    from alerts.service import AlertService
+    from parkmon.edge import EdgePipeline
+    from parkmon.park import example_park_path, load_park
+    from simulators.fleet import run_scenario
+    from simulators.scenarios import load_scenario, scenario_path
+
+    park = load_park(args.park or example_park_path("kalundborg"))
+    scenario = None
+    if args.scenario and args.scenario != "none":
+        path = Path(args.scenario)
+        scenario = load_scenario(path if path.suffix in (".yaml", ".yml") else scenario_path(args.scenario))
+    start_ms = _iso_to_ms(args.start)
+    if args.hours is not None:
+        duration_ms = int(args.hours * 3_600_000)
+    elif scenario is not None and scenario.duration_ms is not None:
+        duration_ms = scenario.duration_ms
+    else:
+        duration_ms = 6 * 3_600_000
+    readings, labels = run_scenario(park, scenario, seed=args.seed, start_ms=start_ms,
+                                    duration_ms=duration_ms)
+
+    clock = {"now": start_ms}
+
+    def now_ms() -> int:
+        return clock["now"]
+
+    endpoints = []
+    if args.webhook:
+        from alerts.delivery.webhook import Endpoint
+
+        secret = os.environ.get("PARKMON_WEBHOOK_SECRET")
+        if not secret:
+            raise ParkmonError("--webhook needs the signing secret in PARKMON_WEBHOOK_SECRET "
+                               "(a 'whsec_...' value)")
+        from pydantic import SecretStr
+
+        endpoints = [Endpoint(name=f"hook{i}", url=u, secret=SecretStr(secret))
+                     for i, u in enumerate(args.webhook)]
+    workdir = tempfile.mkdtemp(prefix="parkmon-demo-")
+    kw: dict[str, Any] = {}
+    if args.allow_private_targets:
+        from alerts.delivery.ssrf import SsrfPolicy
+
+        kw["ssrf"] = SsrfPolicy(allow_loopback=True, allow_private=True)
+    service = AlertService.create(park, Path(workdir) / "outbox.sqlite", endpoints,
+                                  now_ms=now_ms, **kw)
+    pipe = EdgePipeline(park, now_ms=now_ms, alerts=service)
+
+    wall0 = time.perf_counter()
+    last_tick = start_ms
+    shown = 0.0
+    for r in readings:
+        clock["now"] = max(clock["now"], r.emit_ms)
+        payload = r.raw if r.raw is not None else json.dumps(r.payload()).encode()
+        pipe.feed(mqtt_topic(park.id, r.enterprise), payload)
+        if clock["now"] - last_tick >= 10_000:
+            last_tick = clock["now"]
+            pipe.advance(clock["now"])
+        if not args.quiet and sys.stderr.isatty() and time.perf_counter() - shown > 0.5:
+            shown = time.perf_counter()
+            done = (clock["now"] - start_ms) / duration_ms
+            print(f"\r  simulated {_fmt_ts(clock['now'])}  {done:6.1%}  "
+                  f"readings {pipe.counters.readings:,}  alerts {pipe.counters.notifications}",
+                  end="", file=sys.stderr)
+    end_ms = start_ms + duration_ms
+    clock["now"] = end_ms + 10 * 60_000
+    pipe.advance(clock["now"], force_kpis=True)
+    if endpoints:
+        service.deliver_due()
+    wall_s = time.perf_counter() - wall0
+    if not args.quiet and sys.stderr.isatty():
+        print(file=sys.stderr)
+    summary = summarise(park, pipe, labels, start_ms, end_ms, wall_s)
+    service.close()
+    return summary
+
+
+def summarise(park: Any, pipe: Any, labels: list[Any], start_ms: int, end_ms: int,
+              wall_s: float) -> dict[str, Any]:
+    c = pipe.counters
+    park_kpis: dict[str, Any] = {}
+    # the whole-run picture: the latest complete 24h (or 1h) view of the park and enterprises
+    for view in ("24h", "1h"):
+        found = [k for k in pipe.kpis.values() if k.view == view and k.window_end_ms <= end_ms]
+        if found:
+            latest = max(k.window_start_ms for k in found)
+            for k in found:
+                if k.window_start_ms == latest and k.scope in ("park", "enterprise"):
+                    park_kpis.setdefault(f"{k.scope}:{k.entity}",
+                                         {"view": view, "window_start": _fmt_ts(latest),
+                                          **{n: v for n, v in k.values.items() if v is not None}})
+            break
+    notes = []
+    for n in pipe.notifications:
+        notes.append({
+            "at": _fmt_ts(n.created_at_ms), "status": str(n.status), "reason": n.reason,
+            "group": n.group_key,
+            "alerts": [{"name": str(a.name), "state": str(a.state), "summary": a.summary,
+                        "labels": a.labels} for a in n.alerts],
+        })
+    return {
+        "park": park.id,
+        "simulated": {"start": _fmt_ts(start_ms), "end": _fmt_ts(end_ms),
+                      "hours": (end_ms - start_ms) / 3_600_000},
+        "wall_seconds": round(wall_s, 2),
+        "messages": c.messages,
+        "readings": c.readings,
+        "accepted": c.accepted,
+        "duplicates": c.duplicates,
+        "rejected": dict(c.rejected),
+        "readings_per_s": round(c.readings / wall_s) if wall_s > 0 else None,
+        "late_beyond_grace": c.late_beyond_grace,
+        "kpis": park_kpis,
+        "notifications": notes,
+        "labels": [lb.to_dict() for lb in labels],
+    }
+
+
+def print_summary(s: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    con = Console(width=None if sys.stdout.isatty() else 160)
+    con.print(f"[bold]parkmon demo[/] park [bold]{s['park']}[/]: simulated {s['simulated']['start']}"
+              f" .. {s['simulated']['end']} UTC ({s['simulated']['hours']:.1f} h) in "
+              f"{s['wall_seconds']} s wall ({s['readings_per_s']:,} readings/s)")
+    rej = ", ".join(f"{k} {v}" for k, v in sorted(s["rejected"].items())) or "none"
+    con.print(f"readings {s['readings']:,}: accepted {s['accepted']:,}, duplicates "
+              f"{s['duplicates']:,}, rejected {sum(s['rejected'].values()):,} ({rej}); "
+              f"later than grace {s['late_beyond_grace']}")
+    t = Table(title="Indicators (latest complete rolling window)")
+    cols = [("material_circularity_ratio", "circularity", "{:.1%}"),
+            ("waste_valorisation_rate", "valorised", "{:.1%}"),
+            ("water_reuse_rate", "water reuse", "{:.1%}"),
+            ("symbiotic_exchange_share", "symbiotic", "{:.1%}"),
+            ("recovered_energy_share", "recovered energy", "{:.1%}"),
+            ("scope1_t_co2e", "scope 1 t", "{:,.1f}"),
+            ("scope2_t_co2e", "scope 2 t", "{:,.1f}"),
+            ("avoided_t_co2e", "avoided t", "{:,.1f}")]
+    t.add_column("entity")
+    t.add_column("view")
+    for _k, name, _f in cols:
+        t.add_column(name, justify="right")
+    for ent, vals in sorted(s["kpis"].items(), key=lambda kv: (kv[0].split(":")[0] != "park", kv[0])):
+        row = [ent, vals["view"]]
+        for key, _name, fmt in cols:
+            v = vals.get(key)
+            row.append("-" if v is None else fmt.format(v))
+        t.add_row(*row)
+    con.print(t)
+    con.print(f"[bold]notifications[/] ({len(s['notifications'])}):")
+    for n in s["notifications"]:
+        colour = "red" if n["status"] == "firing" else "green"
+        con.print(f"  {n['at']}  [{colour}]{n['status']:<8}[/] {n['reason']:<7} group {n['group']}")
+        for a in n["alerts"]:
+            con.print(f"      - {a['name']} [{a['state']}] {a['summary']}")
+    con.print(f"[bold]injected faults[/] ({len(s['labels'])} labels):")
+    for lb in s["labels"][:20]:
+        con.print(f"  {lb.get('kind')} {lb.get('target')} "
+                  f"{_fmt_ts(lb['start_ms']) if lb.get('start_ms') else ''}")
+
+
+def main(argv: list[str]) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        summary = run(args)
+    except ParkFileError as exc:
+        print("\n".join(exc.problems), file=sys.stderr)
+        return 2
+    except ParkmonError as exc:
+        print(f"parkmon demo: {exc}", file=sys.stderr)
+        return 2
+    print_summary(summary)
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(summary, indent=2, default=str))
+    if args.report:
+        from parkmon.report import write_report
+
+        write_report(Path(args.report), summary)
+        print(f"report: {Path(args.report).resolve()}")
+    return 0
