@@ -208,8 +208,9 @@ def _pydantic_problem(err: Mapping[str, Any], prefix: tuple[Any, ...]) -> str:
         expected = err.get("ctx", {}).get("expected", "")
         return f"{path}: expected {expected}, got {_short(err.get('input'))}"
     if typ == "string_pattern_mismatch":
-        return (f"{path}: {_short(err.get('input'))} is not a valid id "
-                "(letters, digits, '_', '-', '.')")
+        allowed = "letters, digits, '_', '-', '.'" if "." in str(err.get("ctx", {}).get("pattern", "")) \
+            else "letters, digits, '_', '-'"
+        return f"{path}: {_short(err.get('input'))} is not a valid id ({allowed})"
     return f"{path}: {err['msg']}, got {_short(err.get('input'))}"
 
 
@@ -335,7 +336,22 @@ def _validate_one(model: type[_Spec], raw: Any, loc: tuple[Any, ...], problems: 
     try:
         return model.model_validate(raw)
     except ValidationError as exc:
+        seen: set[str] = set()
         for err in exc.errors():
+            branches = [p for p in err["loc"] if isinstance(p, str) and p in _BRANCH_TAGS]
+            if branches:  # a value that fits no branch of a union: one line, not one per branch
+                path = _path(tuple(loc) + tuple(p for p in err["loc"] if p not in branches))
+                if path not in seen:
+                    seen.add(path)
+                    problems.append(f"{path}: expected a quantity such as '40 t/h' (a number with "
+                                    f"a unit) or a plain number, got {_short(err.get('input'))}")
+                continue
+            if err["type"] == "missing" and isinstance(err["loc"][-1], int):  # short [min, max]
+                path = _path(tuple(loc) + tuple(err["loc"][:-1]))
+                if path not in seen:
+                    seen.add(path)
+                    problems.append(f"{path}: expected [min, max]")
+                continue
             problems.append(_pydantic_problem(err, loc))
         return None
 

@@ -328,3 +328,18 @@ def test_cli_generate_writes_a_loadable_park(tmp_path: Path, capsys: pytest.Capt
     park = load_park(f)
     assert (len(park.enterprises), len(park.meters)) == (12, 100)
     assert park_main(["check", str(f)]) == 0
+
+
+def test_type_problems_give_one_line_each() -> None:
+    data = small_park()
+    data["meters"][0]["capacity"] = [1, 2]
+    data["meters"][1]["range"] = [0]
+    data["park"]["id"] = "bad id"
+    data["meters"][3]["period_s"] = -5
+    assert problems_of(data) == [
+        "park.id: 'bad id' is not a valid id (letters, digits, '_', '-')",
+        "meters[0].capacity: expected a quantity such as '40 t/h' (a number with a unit) or a "
+        "plain number, got [1, 2]",
+        "meters[1].range: expected [min, max]",
+        "meters[3].period_s: Input should be greater than 0, got -5",
+    ]
