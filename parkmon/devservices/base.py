@@ -225,8 +225,8 @@ class ServiceHandle:
         if old is not None:
             # our process is there but not healthy (e.g. still starting after a crash): restart it
             self._terminate(old)
+        t0 = time.monotonic()  # time to healthy includes writing config / formatting storage
         self.prepare()
-        t0 = time.monotonic()
         log = open(self.log_file, "ab")
         try:
             proc = subprocess.Popen(

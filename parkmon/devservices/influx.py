@@ -17,7 +17,13 @@ from typing import Any
 
 import httpx
 
-from parkmon.devservices.base import DevServiceError, ServiceHandle, cache_dir, scripts_dir
+from parkmon.devservices.base import (
+    DevServiceError,
+    ServiceHandle,
+    cache_dir,
+    file_lock,
+    scripts_dir,
+)
 
 INFLUXDB_VERSION = os.environ.get("PARKMON_INFLUXDB_VERSION", "2.7.12")
 PORT = 18086
@@ -32,6 +38,14 @@ def influxd_binary(version: str = INFLUXDB_VERSION) -> Path:
 
 def build_influxd(version: str = INFLUXDB_VERSION) -> Path:
     binary = influxd_binary(version)
+    if binary.exists():
+        return binary
+    with file_lock(cache_dir() / f".build-influxd-{version}.lock"):  # one build at a time
+        _build_locked(binary, version)
+    return binary
+
+
+def _build_locked(binary: Path, version: str) -> None:
     if not binary.exists():
         print(
             f"[devservices] building influxd {version} from source (libflux + go build; "
@@ -42,7 +56,6 @@ def build_influxd(version: str = INFLUXDB_VERSION) -> Path:
         proc = subprocess.run(["bash", str(scripts_dir() / "build-influxd.sh")], env=env)
         if proc.returncode != 0 or not binary.exists():
             raise DevServiceError(f"scripts/build-influxd.sh failed (exit {proc.returncode})")
-    return binary
 
 
 class Influx(ServiceHandle):

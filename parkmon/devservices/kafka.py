@@ -17,7 +17,13 @@ import subprocess
 import uuid
 from pathlib import Path
 
-from parkmon.devservices.base import DevServiceError, ServiceHandle, cache_dir, scripts_dir
+from parkmon.devservices.base import (
+    DevServiceError,
+    ServiceHandle,
+    cache_dir,
+    file_lock,
+    scripts_dir,
+)
 
 KAFKA_VERSION = os.environ.get("PARKMON_KAFKA_VERSION", "4.1.1")
 PORT = 19092
@@ -30,13 +36,20 @@ def kafka_home(version: str = KAFKA_VERSION) -> Path:
 
 def fetch_kafka(version: str = KAFKA_VERSION) -> Path:
     home = kafka_home(version)
+    if (home / ".complete").exists():
+        return home
+    with file_lock(cache_dir() / f".fetch-kafka-{version}.lock"):  # one fetch at a time
+        _fetch_locked(home, version)
+    return home
+
+
+def _fetch_locked(home: Path, version: str) -> None:
     if not (home / ".complete").exists():
         print(f"[devservices] fetching Kafka {version} jars from Maven Central ...", flush=True)
         env = dict(os.environ, KAFKA_VERSION=version, PARKMON_CACHE=str(cache_dir()))
         proc = subprocess.run(["bash", str(scripts_dir() / "fetch-kafka.sh")], env=env)
         if proc.returncode != 0 or not (home / ".complete").exists():
             raise DevServiceError(f"scripts/fetch-kafka.sh failed (exit {proc.returncode})")
-    return home
 
 
 def random_cluster_id() -> str:
