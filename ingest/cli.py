@@ -123,3 +123,6 @@ def main(argv: list[str]) -> int:
     except ParkmonError as exc:
         log.error("gateway failed", extra={"event": "failed", "error": str(exc)})
         return 1
+    except Exception as exc:  # e.g. Kafka unreachable at start: one clear line, no traceback
+        log.error("gateway failed", extra={"event": "failed", "error": repr(exc)})
+        return 1

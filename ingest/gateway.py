@@ -42,6 +42,7 @@ from ingest.mqtt_in import MqttIn, subscription_topic
 from ingest.validate import Limits, Rejection, ValidationResult, Validator
 from parkmon.config import GatewaySettings, KafkaSettings, MqttSettings
 from parkmon.contracts import (
+    Reading,
     Reason,
     kafka_deadletter_topic,
     kafka_readings_topic,
@@ -186,6 +187,7 @@ class Gateway:
         self.health: HealthServer | None = None
         self._rlog = _RateLimitedLog()
         self._gateway_id = self.mqtt_settings.client_id
+        self._keys: dict[str, bytes] = {}
 
     # -- one message --------------------------------------------------------------------------
     def handle(self, topic: str, payload: bytes, mid: int, qos: int, generation: int) -> None:
@@ -218,11 +220,16 @@ class Gateway:
         produced = 0
         dups = 0
         self.tracker.add(pending, len(res.accepted) + len(res.rejections))
+        keys = self._keys
         for rd in res.accepted:
-            if dedup.seen_or_add(rd.meter, rd.ts_ms if rd.seq is None else rd.seq):
+            meter, seq = rd.meter, rd.seq
+            if dedup.seen_or_add(meter, rd.ts_ms if seq is None else seq):
                 dups += 1
                 continue
-            out.produce(readings_topic, rd.to_json(), rd.meter.encode(), cb)
+            key = keys.get(meter)
+            if key is None:
+                key = keys[meter] = meter.encode()
+            out.produce(readings_topic, reading_json(rd), key, cb)
             produced += 1
         if dups:
             self.tracker.add(pending, -dups)
@@ -280,7 +287,9 @@ class Gateway:
                     "kafka_error": self.out.last_error}
 
     # -- lifecycle ----------------------------------------------------------------------------
-    def start(self) -> None:
+    def start(self, mqtt_thread: bool = True) -> None:
+        """Prepare Kafka (topics, dedup memory), start metrics, connect MQTT. With
+        `mqtt_thread=False` the caller runs the MQTT loop (`run` does, on the main thread)."""
         bootstrap = self.kafka_settings.bootstrap
         ensure_topics(bootstrap, [self.topics.readings, self.topics.deadletter],
                       partitions=self.gw.kafka_partitions, replication=self.gw.kafka_replication)
@@ -305,7 +314,8 @@ class Gateway:
             self.health.start()
             log.info("metrics endpoint", extra={"event": "http", "host": self.gw.metrics_host,
                                                 "port": self.health.port})
-        self.mqtt.start()
+        if mqtt_thread:
+            self.mqtt.start()
         log.info("gateway started", extra={
             "event": "started", "park": self.park.id, "subscription": self.mqtt.subscription,
             "readings_topic": self.topics.readings, "deadletter_topic": self.topics.deadletter,
@@ -313,11 +323,24 @@ class Gateway:
             "kafka": bootstrap, "client_id": self.mqtt_settings.client_id})
 
     def run(self) -> int:
-        """Start, block until `stop_event` is set, then drain and stop. Returns an exit code."""
-        self.start()
-        while not self.stop_event.wait(1.0):
-            pass
-        return self.shutdown()
+        """Start, serve MQTT on this thread until `stop_event` is set, drain, stop. Returns an
+        exit code (0 clean, 1 after a fatal Kafka error)."""
+        self.start(mqtt_thread=False)
+        code: list[int] = []
+
+        def supervise() -> None:
+            while not self.stop_event.wait(1.0):
+                pass
+            code.append(self.shutdown())
+
+        sup = threading.Thread(target=supervise, name="gateway-supervisor", daemon=True)
+        sup.start()
+        try:
+            self.mqtt.run_forever()  # returns after shutdown() disconnects
+        finally:
+            self.stop_event.set()
+            sup.join()
+        return code[0] if code else 1
 
     def shutdown(self) -> int:
         self.draining = True
@@ -332,6 +355,15 @@ class Gateway:
                                            "undelivered": left,
                                            "inflight": self.tracker.inflight})
         return 1 if fatal else 0
+
+
+def reading_json(rd: Reading) -> bytes:
+    """Same JSON as `Reading.to_json` (the readings topic contract), about 4x faster: meter ids
+    match [A-Za-z0-9_.-] (schema) so need no escaping, and repr of a finite float is JSON."""
+    if rd.seq is None:
+        return f'{{"meter":"{rd.meter}","ts_ms":{rd.ts_ms},"value":{rd.value!r}}}'.encode()
+    return (f'{{"meter":"{rd.meter}","ts_ms":{rd.ts_ms},"value":{rd.value!r},'
+            f'"seq":{rd.seq}}}').encode()
 
 
 def _item_bytes(items: list[Any], index: int, payload: bytes) -> bytes:

@@ -147,11 +147,14 @@ def replay_recent(bootstrap: str, topic: str, since_ms: int, *, timeout_s: float
         if md is None or md.error is not None or not md.partitions:
             return
         tps = [TopicPartition(topic, p, since_ms) for p in md.partitions]
-        starts = consumer.offsets_for_times(tps, timeout=10.0)
+        starts = _retrying(lambda: consumer.offsets_for_times(tps, timeout=10.0))
         assign, ends = [], {}
+        def watermarks(partition: int) -> tuple[int, int]:
+            return _retrying(lambda: consumer.get_watermark_offsets(
+                TopicPartition(topic, partition), timeout=10.0))
+
         for tp in starts:
-            _low, high = consumer.get_watermark_offsets(TopicPartition(topic, tp.partition),
-                                                        timeout=10.0)
+            _low, high = watermarks(tp.partition)
             if tp.offset < 0 or tp.offset >= high:
                 continue
             assign.append(TopicPartition(topic, tp.partition, tp.offset))
@@ -179,6 +182,21 @@ def replay_recent(bootstrap: str, topic: str, since_ms: int, *, timeout_s: float
                             f"(partitions {sorted(ends)})")
     finally:
         consumer.close()
+
+
+def _retrying(call: Callable[[], Any], timeout_s: float = 30.0) -> Any:
+    """Retry a metadata call while the cluster settles (a just-created topic has no leader yet)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return call()
+        except KafkaException as exc:
+            err = exc.args[0]
+            if time.monotonic() > deadline or not (err.retriable() or err.code() in (
+                    KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE,
+                    KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._TIMED_OUT)):
+                raise SinkError(f"Kafka metadata request failed: {err}") from exc
+            time.sleep(0.2)
 
 
 def deadletter_record(*, raw: bytes, reason: str, message: str, mqtt_topic: str, received_ms: int,

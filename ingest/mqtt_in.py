@@ -76,22 +76,36 @@ class MqttIn:
         self._keepalive = gw.keepalive_s
         self._receive_maximum = gw.receive_maximum
         self._lock = threading.Lock()
+        self._threaded = False
 
     # -- lifecycle ----------------------------------------------------------------------------
-    def start(self) -> None:
+    def _connect_async(self) -> None:
         props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = self.settings.session_expiry_s
         props.ReceiveMaximum = max(1, min(65535, self._receive_maximum))
         self._client.connect_async(self.settings.host, self.settings.port,
                                    keepalive=self._keepalive, clean_start=False, properties=props)
+
+    def start(self) -> None:
+        """Connect and run the network loop on a background thread."""
+        self._connect_async()
+        self._threaded = True
         self._client.loop_start()
+
+    def run_forever(self) -> None:
+        """Connect and run the network loop on the calling thread until `stop()` (reconnecting
+        after connection losses). Keeps the hot path on the main thread, where profilers look."""
+        self._connect_async()
+        self._threaded = False
+        self._client.loop_forever(retry_first_connection=True)
 
     def stop(self) -> None:
         """Disconnect (normal disconnect: the session and its unacknowledged messages stay)."""
         try:
             self._client.disconnect()
         finally:
-            self._client.loop_stop()
+            if self._threaded:
+                self._client.loop_stop()
 
     def ack(self, mid: int, qos: int, generation: int) -> bool:
         """Acknowledge a message if the connection it came on is still the current one."""

@@ -52,7 +52,7 @@ def reading_ok(r: object) -> bool:
     for k in _REQUIRED:
         if k not in r:
             return False
-    if len(r) > 4 and not _READING_KEYS.issuperset(r):
+    if len(r) > 4 and not r.keys() <= _READING_KEYS:
         return False
     meter = r["meter"]
     if type(meter) is not str or _METER_RE.fullmatch(meter) is None:
@@ -84,7 +84,7 @@ def is_batch(doc: object) -> bool:
 
 def envelope_ok(doc: dict[str, Any]) -> bool:
     """True when a batch's envelope (everything but the items) satisfies the schema."""
-    if not _BATCH_KEYS.issuperset(doc):
+    if not doc.keys() <= _BATCH_KEYS:
         return False
     items = doc["readings"]
     if type(items) is not list or not (1 <= len(items) <= MAX_BATCH):

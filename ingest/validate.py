@@ -164,6 +164,10 @@ class Validator:
                  converter: Converter | None = None) -> None:
         self.park_id: str = park.id
         self.meters: dict[str, Any] = dict(park.meters_by_id)
+        # per meter: (enterprise, canonical unit, range_min, range_max, is counter, rollover)
+        self._meta: dict[str, tuple[str, str, float | None, float | None, bool, float | None]] = {
+            mid: (m.enterprise, m.canonical_unit, m.range_min, m.range_max, m.kind == "counter",
+                  getattr(m, "rollover", None)) for mid, m in self.meters.items()}
         self.enterprises: frozenset[str] = frozenset(_enterprise_ids(park.enterprises))
         self.limits = limits or Limits()
         self.now_ms = now_ms
@@ -206,11 +210,12 @@ class Validator:
                 return self._whole(res, Reason.SCHEMA, ps.explain_envelope(doc))
             items = res.items = doc["readings"]
             res.readings_total = len(items)
+            now = self.now_ms()
             for i, r in enumerate(items):
-                self._one(res, r, i, enterprise)
+                self._one(res, r, i, enterprise, now)
         else:
             res.readings_total = 1
-            self._one(res, doc, None, enterprise)
+            self._one(res, doc, None, enterprise, self.now_ms())
         return res
 
     @staticmethod
@@ -220,80 +225,75 @@ class Validator:
         return res
 
     # -- one reading -------------------------------------------------------------------------
-    def _one(self, res: ValidationResult, r: Any, index: int | None, enterprise: str) -> None:
-        where = "" if index is None else f"reading {index}: "
+    def _one(self, res: ValidationResult, r: Any, index: int | None, enterprise: str,
+             now: int) -> None:
+        out = self._check(res, r, enterprise, now)
+        if type(out) is Reading:
+            res.accepted.append(out)
+            return
+        reason, message = out  # type: ignore[misc]
         meter_id = r.get("meter") if type(r) is dict else None
-        meter_id = meter_id if type(meter_id) is str else None
+        where = "" if index is None else f"reading {index}: "
+        res.rejections.append(Rejection(reason, where + message, index,
+                                        meter_id if type(meter_id) is str else None))
 
-        def reject(reason: Reason, message: str) -> None:
-            res.rejections.append(Rejection(reason, where + message, index, meter_id))
-
+    def _check(self, res: ValidationResult, r: Any, enterprise: str,
+               now: int) -> Reading | tuple[Reason, str]:
+        """The accepted Reading, or (reason, message). Hot path: no allocation but the Reading."""
         if type(r) is dict:
             v = r.get("value")
             if type(v) is float and not math.isfinite(v):
-                reject(Reason.NOT_FINITE, f"value is {v!r}; only finite numbers are accepted")
-                return
+                return Reason.NOT_FINITE, f"value is {v!r}; only finite numbers are accepted"
         if not ps.reading_ok(r):
-            reject(Reason.SCHEMA, ps.explain_reading(r))
-            return
+            return Reason.SCHEMA, ps.explain_reading(r)
         meter_id = r["meter"]
-        meter = self.meters.get(meter_id)
-        if meter is None:
-            reject(Reason.UNKNOWN_METER, f"meter {meter_id!r} is not in park {self.park_id!r}")
-            return
-        if meter.enterprise != enterprise:
-            reject(Reason.METER_NOT_OF_ENTERPRISE,
-                   f"meter {meter_id!r} belongs to enterprise {meter.enterprise!r}, "
-                   f"not to {enterprise!r} of the topic")
-            return
+        meta = self._meta.get(meter_id)
+        if meta is None:
+            return Reason.UNKNOWN_METER, f"meter {meter_id!r} is not in park {self.park_id!r}"
+        m_enterprise, canonical, lo, hi, is_counter, rollover = meta
+        if m_enterprise != enterprise:
+            return (Reason.METER_NOT_OF_ENTERPRISE,
+                    f"meter {meter_id!r} belongs to enterprise {m_enterprise!r}, "
+                    f"not to {enterprise!r} of the topic")
         unit = r["unit"]
-        key = (unit, meter.canonical_unit)
-        conv = self._factors.get(key)
+        conv = self._factors.get((unit, canonical))
         if conv is None:
             try:
-                conv = self._convert(unit, meter.canonical_unit)
+                conv = self._convert(unit, canonical)
             except UnitConversionError as exc:
                 conv = exc
             if len(self._factors) < 10_000:
-                self._factors[key] = conv
-        if isinstance(conv, UnitConversionError):
-            reject(conv.reason, f"meter {meter_id!r}: {conv}")
-            return
-        value = r["value"] * conv[0] + conv[1]
+                self._factors[(unit, canonical)] = conv
+        if type(conv) is UnitConversionError:
+            return conv.reason, f"meter {meter_id!r}: {conv}"
+        factor, offset = conv  # type: ignore[misc]
+        value = r["value"] * factor + offset
         if not math.isfinite(value):
-            reject(Reason.NOT_FINITE, f"value {r['value']!r} {unit} is not finite in "
-                                      f"{meter.canonical_unit}")
-            return
-        lo, hi = meter.range_min, meter.range_max
+            return (Reason.NOT_FINITE,
+                    f"value {r['value']!r} {unit} is not finite in {canonical}")
         if (lo is not None and value < lo) or (hi is not None and value > hi):
-            reject(Reason.OUT_OF_RANGE,
-                   f"meter {meter_id!r}: {value:g} {meter.canonical_unit} is outside the "
-                   f"physical range [{lo:g}, {hi:g}] {meter.canonical_unit}"
-                   if lo is not None and hi is not None else
-                   f"meter {meter_id!r}: {value:g} {meter.canonical_unit} is outside the "
-                   f"physical range [{lo}, {hi}]")
-            return
+            return (Reason.OUT_OF_RANGE,
+                    f"meter {meter_id!r}: {value:g} {canonical} is outside the physical range "
+                    f"[{_num(lo)}, {_num(hi)}] {canonical}")
         ts_ms = int(r["ts_ms"])
-        now = self.now_ms()
-        if ts_ms > now + self.limits.max_future_ms:
-            reject(Reason.TS_FUTURE, f"ts_ms {ts_ms} is {(ts_ms - now) / 1000:.1f} s ahead of the "
-                                     f"gateway clock (limit {self.limits.max_future_ms / 1000:g} s)")
-            return
-        if ts_ms < now - self.limits.max_past_ms:
-            reject(Reason.TS_PAST, f"ts_ms {ts_ms} is {(now - ts_ms) / 1000:.1f} s behind the "
-                                   f"gateway clock (limit {self.limits.max_past_ms / 1000:g} s)")
-            return
-        if meter.kind == "counter":
-            ok, is_reset, msg = self.counters.check(meter_id, ts_ms, value,
-                                                    getattr(meter, "rollover", None))
+        lim = self.limits
+        if ts_ms > now + lim.max_future_ms:
+            return (Reason.TS_FUTURE,
+                    f"ts_ms {ts_ms} is {(ts_ms - now) / 1000:.1f} s ahead of the gateway clock "
+                    f"(limit {lim.max_future_ms / 1000:g} s)")
+        if ts_ms < now - lim.max_past_ms:
+            return (Reason.TS_PAST,
+                    f"ts_ms {ts_ms} is {(now - ts_ms) / 1000:.1f} s behind the gateway clock "
+                    f"(limit {lim.max_past_ms / 1000:g} s)")
+        if is_counter:
+            ok, is_reset, msg = self.counters.check(meter_id, ts_ms, value, rollover)
             if not ok:
-                reject(Reason.NEGATIVE_COUNTER_STEP, f"meter {meter_id!r}: {msg}")
-                return
+                return Reason.NEGATIVE_COUNTER_STEP, f"meter {meter_id!r}: {msg}"
             if is_reset:
                 res.counter_resets += 1
             self.counters.commit(meter_id, ts_ms, value)
         seq = r.get("seq")
-        res.accepted.append(Reading(meter_id, ts_ms, value, None if seq is None else int(seq)))
+        return Reading(meter_id, ts_ms, value, None if seq is None else int(seq))
 
     def observe_accepted(self, readings: Iterable[Reading]) -> None:
         """Warm the counter baselines from readings accepted earlier (replayed from Kafka)."""
@@ -301,6 +301,10 @@ class Validator:
             m = self.meters.get(rd.meter)
             if m is not None and m.kind == "counter":
                 self.counters.commit(rd.meter, rd.ts_ms, rd.value)
+
+
+def _num(x: float | None) -> str:
+    return "none" if x is None else f"{x:g}"
 
 
 def _enterprise_ids(enterprises: Any) -> list[str]:
