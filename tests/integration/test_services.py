@@ -253,3 +253,21 @@ def test_influx_bucket_is_fresh_and_deleted_afterwards(influx: Any, unique_name:
     influx.delete_bucket(b["id"])
     found = httpx.get(f"{influx.url}/api/v2/buckets", params={"name": name}, headers=headers).json()
     assert found["buckets"] == []
+
+
+def test_private_influx_stop_and_start_keeps_data_and_token(private_service: Any) -> None:
+    from influxdb_client import InfluxDBClient, Point
+    from influxdb_client.client.write_api import SYNCHRONOUS
+
+    db = private_service("influxdb")
+    assert db.port != 18086 and db.started_here
+    with InfluxDBClient(url=db.url, token=db.token, org=db.org) as client:
+        client.write_api(write_options=SYNCHRONOUS).write(
+            bucket=db.bucket, record=Point("flow").tag("meter", "m1").field("value", 7.0))
+    db.stop()
+    assert not db.healthy()
+    db.start()
+    with InfluxDBClient(url=db.url, token=db.token, org=db.org) as client:
+        tables = client.query_api().query(
+            f'from(bucket: "{db.bucket}") |> range(start: -1h) |> filter(fn: (r) => r.meter == "m1")')
+    assert [r.get_value() for t in tables for r in t.records] == [7.0]
