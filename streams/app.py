@@ -29,6 +29,7 @@ import asyncio
 import json
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -65,11 +66,13 @@ class WorkerOptions:
     data_dir: str = "/tmp/parkmon-streams"
     kpis: bool = True
     web_port: int | None = None
+    session_timeout_s: float = 30.0  # how soon a dead worker's partitions move to another
 
 
 @dataclass
 class WorkerStats:
     readings: int = 0
+    replayed: int = 0  # skipped: already in the saved state (redelivered after a crash)
     deadlettered: int = 0
     late: int = 0
     windows_written: int = 0
@@ -77,6 +80,19 @@ class WorkerStats:
     flushes: int = 0
     sink_failures: int = 0
     by_reason: dict[str, int] = field(default_factory=dict)
+    #: seconds from a window closing (the reading that closed it was processed) to InfluxDB
+    #: having accepted its point, last 10 000 windows
+    close_to_stored_s: deque[float] = field(default_factory=lambda: deque(maxlen=10_000))
+
+    def summary(self) -> dict[str, Any]:
+        lat = sorted(self.close_to_stored_s)
+
+        def pct(q: float) -> float | None:
+            return None if not lat else round(lat[min(len(lat) - 1, int(q * len(lat)))], 4)
+
+        d = {k: v for k, v in self.__dict__.items() if k != "close_to_stored_s"}
+        d.update(close_to_stored_p50_s=pct(0.5), close_to_stored_p99_s=pct(0.99))
+        return d
 
 
 def _dlq_value(raw: bytes | None, reason: str, message: str, **extra: Any) -> bytes:
@@ -141,6 +157,8 @@ def create_app(opts: WorkerOptions, model: KpiModel, sink: InfluxSink,
         web_port=opts.web_port or 6066,
         broker_commit_interval=1.0,
         table_standby_replicas=0,
+        broker_session_timeout=opts.session_timeout_s,
+        broker_heartbeat_interval=max(1.0, opts.session_timeout_s / 10),
     )
     readings = app.topic(kafka_readings_topic(opts.park_id), key_type=bytes, value_type=bytes,
                          key_serializer="raw", value_serializer="raw",
@@ -156,6 +174,10 @@ def create_app(opts: WorkerOptions, model: KpiModel, sink: InfluxSink,
     stats = WorkerStats()
     app.parkmon_stats = stats  # type: ignore[attr-defined]
     engines: dict[int, WindowEngine] = {}
+    #: partition -> offset of the last reading whose effect is in the engine (saved with it);
+    #: readings at or below it, replayed after a crash, are skipped as already processed
+    done_offset: dict[int, int] = {}
+    agg_box: dict[str, KpiAggregator] = {}  # the KPI aggregator while we own its partition
 
     def engine_for(p: int) -> WindowEngine:
         eng = engines.get(p)
@@ -163,22 +185,30 @@ def create_app(opts: WorkerOptions, model: KpiModel, sink: InfluxSink,
             meta = meter_state.data.get(f"p{p}")
             if meta is None:
                 eng = WindowEngine(model, opts.base_window_ms, opts.grace_ms)
+                done_offset[p] = -1
             else:
+                done_offset[p] = int(meta.get("kafka_offset", -1))
                 ms = {k: v["state"] for k, v in meter_state.data.items()
                       if isinstance(v, dict) and v.get("p") == p and "state" in v}
                 eng = WindowEngine.from_parts(model, meta, ms)
-                log.info("partition %d: restored %d meters, watermark %s", p, len(ms),
-                         eng.watermark_ms)
+                log.info("partition %d: restored %d meters, watermark %s, offset %d", p,
+                         len(ms), eng.watermark_ms, done_offset[p])
             engines[p] = eng
         return eng
 
-    async def _on_revoked(sender: Any, revoked: set[Any], **kwargs: Any) -> None:
-        for tp in revoked:
+    async def _on_rebalance(sender: Any, tps: set[Any], **kwargs: Any) -> None:
+        """Partitions revoked or (re)assigned: their engines are rebuilt from the table, which
+        Faust has recovered from the changelog by then, so no engine outlives its ownership."""
+        for tp in tps:
             if tp.topic == readings.get_topic_name() and tp.partition in engines:
-                # unacked readings of this partition are replayed by its next owner
+                # unacked readings of a revoked partition are replayed by its next owner
                 del engines[tp.partition]
+                log.info("partition %d: engine dropped on rebalance", tp.partition)
+            if tp.topic == windows_t.get_topic_name():
+                agg_box.clear()
 
-    app.on_partitions_revoked.connect(_on_revoked)  # type: ignore[arg-type]
+    app.on_partitions_revoked.connect(_on_rebalance)  # type: ignore[arg-type]
+    app.on_partitions_assigned.connect(_on_rebalance)  # type: ignore[arg-type]
 
     def save_partition(p: int, eng: WindowEngine) -> None:
         for mid in eng.take_dirty():
@@ -188,6 +218,7 @@ def create_app(opts: WorkerOptions, model: KpiModel, sink: InfluxSink,
             meter_state.send_changelog(p, mid, val)
         key = f"p{p}"
         meta = eng.meta_state()
+        meta["kafka_offset"] = done_offset.get(p, -1)
         meter_state.data[key] = meta
         meter_state.send_changelog(p, key, meta)
 
@@ -195,13 +226,15 @@ def create_app(opts: WorkerOptions, model: KpiModel, sink: InfluxSink,
     last_seen: dict[int, int] = {}  # partition -> wall clock of its last reading / advance
 
     async def flush(outs: list[tuple[int, WindowResult]], dead: list[tuple[Any, bytes]],
-                    touched: set[int]) -> None:
+                    touched: set[int], closed_at: list[float] | None = None) -> None:
         """InfluxDB first, then downstream topics, then the state; the caller acks last."""
         live = [o for p, o in outs if p in engines]
         if live:
             await _write_until_accepted(sink, to_points(opts.park_id, live), stats,
                                         opts.retry_sleep_s)
             stats.windows_written += len(live)
+            done = time.monotonic()
+            stats.close_to_stored_s.extend(done - t for t in (closed_at or []))
         for o in live:
             await windows_t.send(key=opts.park_id.encode(),
                                  value=json.dumps(o.to_dict()).encode())
@@ -222,6 +255,7 @@ def create_app(opts: WorkerOptions, model: KpiModel, sink: InfluxSink,
                 outs: list[tuple[int, WindowResult]] = []
                 dead: list[tuple[Any, bytes]] = []
                 touched: set[int] = set()
+                closed_at: list[float] = []
                 now = now_ms()
                 for ev in events:
                     p = ev.message.partition
@@ -230,11 +264,17 @@ def create_app(opts: WorkerOptions, model: KpiModel, sink: InfluxSink,
                     stats.readings += 1
                     raw = ev.value
                     eng = engine_for(p)
+                    off = ev.message.offset
+                    if off <= done_offset[p]:
+                        stats.replayed += 1
+                        continue
+                    done_offset[p] = off
                     try:
                         r = Reading.from_json(raw)
                         for o in eng.ingest(r.meter, r.ts_ms, r.value):
                             if isinstance(o, WindowResult):
                                 outs.append((p, o))
+                                closed_at.append(time.monotonic())
                             elif isinstance(o, LateReading):
                                 stats.late += 1
                                 dead.append((ev.key, _dlq_value(
@@ -250,35 +290,54 @@ def create_app(opts: WorkerOptions, model: KpiModel, sink: InfluxSink,
                                                         f"{type(exc).__name__}: {exc}",
                                                         partition=p,
                                                         offset=ev.message.offset)))
-                await flush(outs, dead, touched)
+                await flush(outs, dead, touched, closed_at)
                 for ev in events:
                     if ev.message.partition in engines:  # not revoked meanwhile
                         await stream.ack(ev)
 
-    if opts.idle_close_ms is not None:
-        idle_ms = opts.idle_close_ms
+    @app.timer(10.0)
+    async def log_stats() -> None:
+        eng_stats: dict[str, int] = {}
+        for eng in engines.values():
+            for k, v in eng.stats.to_dict().items():
+                eng_stats[k] = eng_stats.get(k, 0) + v
+        log.info("streams stats: %s", json.dumps({**stats.summary(), "engine": eng_stats,
+                                                  "sink": sink.stats.__dict__}, default=str))
 
-        @app.timer(max(0.2, idle_ms / 2000.0))
-        async def close_idle_windows() -> None:
-            """A partition without readings for idle_close_ms: event time follows the clock."""
-            async with lock:
-                now = now_ms()
-                outs: list[tuple[int, WindowResult]] = []
-                touched: set[int] = set()
-                for p, eng in list(engines.items()):
-                    since = last_seen.get(p)
-                    if eng.watermark_ms is None or since is None or now - since < idle_ms:
-                        continue
-                    for o in eng.advance(eng.watermark_ms + (now - since)):
-                        if isinstance(o, WindowResult):
-                            outs.append((p, o))
-                    last_seen[p] = now
-                    touched.add(p)
-                if touched:
-                    await flush(outs, [], touched)
+    idle_ms = opts.idle_close_ms
+    tick_s = 1.0 if idle_ms is None else max(0.2, min(1.0, idle_ms / 2000.0))
+
+    @app.timer(tick_s)
+    async def housekeeping() -> None:
+        """Restore engines of assigned partitions that have no readings yet (so their windows
+        can close), and close windows of partitions idle for idle_close_ms (event time then
+        follows the wall clock)."""
+        if app.rebalancing or getattr(app, "in_recovery", False):
+            return
+        async with lock:
+            now = now_ms()
+            rname = readings.get_topic_name()
+            for tp in app.consumer.assignment():
+                if tp.topic == rname and tp.partition not in engines:
+                    engine_for(tp.partition)
+                    last_seen.setdefault(tp.partition, now)
+            if idle_ms is None:
+                return
+            outs: list[tuple[int, WindowResult]] = []
+            touched: set[int] = set()
+            for p, eng in list(engines.items()):
+                since = last_seen.get(p)
+                if eng.watermark_ms is None or since is None or now - since < idle_ms:
+                    continue
+                for o in eng.advance(eng.watermark_ms + (now - since)):
+                    if isinstance(o, WindowResult):
+                        outs.append((p, o))
+                last_seen[p] = now
+                touched.add(p)
+            if touched:
+                await flush(outs, [], touched)
 
     if opts.kpis:
-        agg_box: dict[str, KpiAggregator] = {}
 
         def aggregator() -> KpiAggregator:
             if "a" not in agg_box:

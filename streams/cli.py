@@ -38,19 +38,51 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--flush-interval-s", type=float, default=1.0)
     ap.add_argument("--idle-close-ms", type=int, default=None,
                     help="close windows of a partition idle this long (wall clock)")
+    ap.add_argument("--session-timeout-s", type=float, default=30.0,
+                    help="Kafka group session timeout: a killed worker's partitions move after it")
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--no-kpis", action="store_true", help="meter windows only (no KPI agent)")
     ap.add_argument("--loglevel", default="info")
     return ap
 
 
+def _setup_influx(argv: list[str]) -> int:
+    ins = InfluxSettings()
+    ap = argparse.ArgumentParser(prog="parkmon streams setup-influx",
+                                 description="retention of the raw bucket, hourly bucket and "
+                                             "downsampling task (idempotent)")
+    ap.add_argument("--influx-url", default=ins.url)
+    ap.add_argument("--influx-org", default=ins.org)
+    ap.add_argument("--influx-bucket", default=ins.bucket)
+    ap.add_argument("--raw-retention-days", type=int, default=30)
+    ap.add_argument("--hourly-retention-days", type=int, default=5 * 365)
+    args = ap.parse_args(argv)
+    if ins.token is None:
+        print("parkmon streams setup-influx: set PARKMON_INFLUX_TOKEN", file=sys.stderr)
+        return 2
+    from streams.influx_setup import ensure_long_term
+
+    try:
+        res = ensure_long_term(args.influx_url, ins.token.get_secret_value(), args.influx_org,
+                               args.influx_bucket, raw_retention_days=args.raw_retention_days,
+                               hourly_retention_days=args.hourly_retention_days)
+    except ParkmonError as exc:
+        print(f"parkmon streams setup-influx: {exc}", file=sys.stderr)
+        return 1
+    print(f"hourly bucket {res['bucket_1h']}, downsampling task {res['task_id']}")
+    return 0
+
+
 def main(argv: list[str]) -> int:
     if not argv or argv[0] in ("-h", "--help"):
-        print("usage: parkmon streams worker [options]   (parkmon streams worker --help)")
+        print("usage: parkmon streams worker [options]        run the Faust KPI worker\n"
+              "       parkmon streams setup-influx [options]  retention + downsampling task")
         return 0 if argv else 2
+    if argv[0] == "setup-influx":
+        return _setup_influx(argv[1:])
     if argv[0] != "worker":
-        print(f"parkmon streams: unknown subcommand {argv[0]!r} (expected: worker)",
-              file=sys.stderr)
+        print(f"parkmon streams: unknown subcommand {argv[0]!r} (expected: worker, "
+              "setup-influx)", file=sys.stderr)
         return 2
     args = _parser().parse_args(argv[1:])
     logging.basicConfig(level=args.loglevel.upper(),
@@ -79,6 +111,7 @@ def main(argv: list[str]) -> int:
             base_window_ms=args.base_window_ms, grace_ms=args.grace_ms,
             batch_max=args.batch_max, flush_interval_s=args.flush_interval_s,
             idle_close_ms=args.idle_close_ms, kpis=not args.no_kpis,
+            session_timeout_s=args.session_timeout_s,
             data_dir=args.data_dir or f"/tmp/parkmon-streams-{os.getpid()}",
         )
         sink = InfluxSink.connect(args.influx_url, token.get_secret_value(), args.influx_org,
