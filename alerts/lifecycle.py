@@ -10,7 +10,8 @@ Rules (Alertmanager-like, with the resolve loss of Alertmanager #226/#2754 desig
 - Alerts are grouped by `Alert.group_key` (one incident = one group = one notification stream).
 - A new group waits `group_wait_ms` so that alerts of the same incident (every exchange of a tripped
   supplier) arrive in one notification; later changes wait at least `group_interval_ms` after the
-  previous notification; an unchanged group with firing alerts is re-sent every `repeat_interval_ms`.
+  previous notification and `group_wait_ms` after the first of them (the supplier's exchanges
+  recovering together give one notification too); an unchanged group with firing alerts is re-sent every `repeat_interval_ms`.
 - A firing alert that is already known produces nothing (deduplication). A severity escalation counts
   as a change.
 - Silences and maintenance windows hide firing alerts from notifications.
@@ -123,12 +124,18 @@ class _Group:
     first_seen_ms: int
     alerts: dict[str, Alert] = field(default_factory=dict)
     last_notified_ms: int | None = None
+    changed_at_ms: int | None = None  # first unsent change since the last notification
     notified_firing: dict[str, Severity] = field(default_factory=dict)
+
+    def mark_changed(self, now_ms: int) -> None:
+        if self.changed_at_ms is None:
+            self.changed_at_ms = now_ms
 
     def to_dict(self) -> dict[str, Any]:
         return {"key": self.key, "first_seen_ms": self.first_seen_ms,
                 "alerts": [a.to_dict() for a in self.alerts.values()],
                 "last_notified_ms": self.last_notified_ms,
+                "changed_at_ms": self.changed_at_ms,
                 "notified_firing": {k: v.value for k, v in self.notified_firing.items()}}
 
     @classmethod
@@ -137,6 +144,7 @@ class _Group:
         return cls(key=d["key"], first_seen_ms=int(d["first_seen_ms"]),
                    alerts={a.fingerprint: a for a in alerts},
                    last_notified_ms=d.get("last_notified_ms"),
+                   changed_at_ms=d.get("changed_at_ms"),
                    notified_firing={k: Severity(v) for k, v in d["notified_firing"].items()})
 
 
@@ -172,12 +180,16 @@ class Lifecycle:
         prev = group.alerts.get(alert.fingerprint)
         if prev is not None and prev.state == AlertState.FIRING:
             group.alerts[alert.fingerprint] = replace(alert, starts_at_ms=prev.starts_at_ms)
+            if SEVERITY_RANK[alert.severity] > SEVERITY_RANK[prev.severity]:
+                group.mark_changed(now_ms)
             return False
         group.alerts[alert.fingerprint] = alert
+        group.mark_changed(now_ms)
         return True
 
-    def resolve(self, fingerprint: str, ts_ms: int) -> bool:
-        """Mark a firing alert resolved at `ts_ms`. Returns False when it is unknown or resolved."""
+    def resolve(self, fingerprint: str, ts_ms: int, now_ms: int | None = None) -> bool:
+        """Mark a firing alert resolved at event time `ts_ms` (seen at wall time `now_ms`, default
+        ts_ms). Returns False when it is unknown or already resolved."""
         gk = self._by_fp.get(fingerprint)
         if gk is None:
             return False
@@ -186,6 +198,7 @@ class Lifecycle:
         if alert is None or alert.state != AlertState.FIRING:
             return False
         group.alerts[fingerprint] = alert.resolved(ts_ms)
+        group.mark_changed(ts_ms if now_ms is None else now_ms)
         return True
 
     def add_silence(self, silence: Silence) -> None:
@@ -272,8 +285,11 @@ class Lifecycle:
             for a in visible)
         changed = new_or_worse or bool(resolved_to_send)
         if changed:
-            due = (g.first_seen_ms + cfg.group_wait_ms if g.last_notified_ms is None
-                   else g.last_notified_ms + cfg.group_interval_ms)
+            if g.last_notified_ms is None:
+                due = g.first_seen_ms + cfg.group_wait_ms
+            else:  # not before group_interval, and let the rest of a burst of changes arrive
+                due = max(g.last_notified_ms + cfg.group_interval_ms,
+                          (g.changed_at_ms or 0) + cfg.group_wait_ms)
             if now_ms < due:
                 return None
             reason = "new" if g.last_notified_ms is None else "update"
@@ -293,6 +309,7 @@ class Lifecycle:
             status=AlertState.FIRING if visible else AlertState.RESOLVED,
             reason=reason, alerts=alerts, created_at_ms=now_ms)
         g.last_notified_ms = now_ms
+        g.changed_at_ms = None
         for a in resolved_to_send:
             g.notified_firing.pop(a.fingerprint, None)
             del g.alerts[a.fingerprint]

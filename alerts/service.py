@@ -198,7 +198,7 @@ class AlertService:
     # -- event -> alerts ------------------------------------------------------------------------
     def _apply(self, ev: DetectionEvent, now: int) -> list[Alert]:
         if ev.kind == DetectionKind.RESOLVED:
-            return self._resolve(ev)
+            return self._resolve(ev, now)
         if ev.kind == DetectionKind.DATA_QUALITY:
             alert = self._dq_alert(ev)
         else:
@@ -208,7 +208,7 @@ class AlertService:
             return [alert]
         return []
 
-    def _resolve(self, ev: DetectionEvent) -> list[Alert]:
+    def _resolve(self, ev: DetectionEvent, now: int) -> list[Alert]:
         supply = {AlertName.SUPPLY_DROP, AlertName.SUPPLY_DECLINE}
         done = []
         for a in self.lifecycle.firing():
@@ -222,7 +222,7 @@ class AlertService:
                     and (ev.dq_kind is None or a.labels.get("dq_kind") == ev.dq_kind)
             else:  # a supply condition is one per exchange: its end ends drop and decline alike
                 hit = a.name in supply and a.labels.get("exchange") == ev.exchange_id
-            if hit and self.lifecycle.resolve(a.fingerprint, ev.ts_ms):
+            if hit and self.lifecycle.resolve(a.fingerprint, ev.ts_ms, now):
                 self.counters.alerts_resolved += 1
                 done.append(a.resolved(ev.ts_ms))
         return done

@@ -219,6 +219,8 @@ def test_receiver_down_for_minutes_then_everything_arrives_in_order_once(h: Harn
     sludge = {a["fingerprint"] for b in bodies for a in b["alerts"]
               if a["labels"].get("exchange") == "sludge"}
     assert fired - sludge <= ended  # every resolved incident was delivered as resolved
+    power = [b for b in bodies if b["group_key"] == "toy/supply/power"]
+    assert [(b["status"], len(b["alerts"])) for b in power] == [("firing", 2), ("resolved", 2)]
 
 
 def test_kill_minus_9_with_undelivered_alerts_then_restart(h: Harness) -> None:

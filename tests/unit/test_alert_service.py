@@ -128,6 +128,8 @@ def test_resolve_survives_a_restart_and_is_delivered(tmp_path, clock) -> None:
     clock.advance(40 * S)
     again.handle(DetectionEvent(kind=DetectionKind.RESOLVED, exchange_id="steam", ts_ms=clock(),
                                 resolves=DetectionKind.SUPPLY_DROP))
+    clock.advance(10 * S)  # group_wait after the change: a recovery burst is one message
+    again.tick()
     again.deliver_due()
     first, second = sink.bodies()
     assert second["status"] == "resolved" and second["sequence"] == 2

@@ -103,6 +103,18 @@ def test_resolved_is_delivered_and_group_closes() -> None:
     assert again.reason == "new" and again.key == "toy/supply/power#3"
 
 
+def test_a_supplier_recovering_on_all_exchanges_is_one_notification() -> None:
+    lc = Lifecycle(CFG)
+    lc.fire(supply("steam"), T0)
+    lc.fire(supply("gypsum"), T0)
+    lc.flush(T0 + 10 * S)
+    lc.resolve(supply("steam").fingerprint, T0 + 600 * S, T0 + 600 * S)
+    assert lc.flush(T0 + 601 * S) == []  # group_wait lets the rest of the burst arrive
+    lc.resolve(supply("gypsum").fingerprint, T0 + 602 * S, T0 + 602 * S)
+    [note] = lc.flush(T0 + 610 * S)
+    assert note.status == AlertState.RESOLVED and len(note.resolved) == 2
+
+
 def test_silence_hides_firing_but_resolve_of_notified_alert_is_always_sent() -> None:
     lc = Lifecycle(CFG)
     lc.fire(supply("steam"), T0)
