@@ -389,3 +389,39 @@ def test_gateway_with_wrong_password_reports_unhealthy(tmp_path, mosquitto_secur
         assert "not-the-password" not in gw.log_file.read_text()
     finally:
         assert gw.terminate() == 0, gw.log_tail()
+
+
+def test_shared_subscription_splits_the_stream_between_gateways(tmp_path, mosquitto, kafka):
+    park_id = unique("gwshare").replace("-", "_")
+    park_file = tmp_path / "park.yaml"
+    park_file.write_text(park_yaml(park_id))
+    group = unique("grp")
+    gws = [GatewayProcess(park_file, mosquitto.host, mosquitto.port, kafka.bootstrap,
+                          unique("gw"), tmp_path / f"gw{i}.log",
+                          env_extra={"PARKMON_MQTT_SHARE_GROUP": group}) for i in range(2)]
+    for gw in gws:
+        gw.start()
+    try:
+        n, t = 400, now_ms()
+        pub = Publisher(mosquitto.host, mosquitto.port)
+        assert pub.wait_connected()
+        for i in range(n):
+            pub.publish(mqtt_topic(park_id, "powerco"), json.dumps(
+                {"meter": "powerco.power_rate", "ts_ms": t + i, "value": 1.0, "unit": "MW",
+                 "seq": i}).encode())
+        assert pub.wait_all(60)
+        pub.close()
+        deadline = time.monotonic() + 60
+        received: list[float] = []
+        while time.monotonic() < deadline:
+            received = [gw.metrics().get("parkmon_gateway_messages_acked_total", 0) for gw in gws]
+            if sum(received) >= n:
+                break
+            time.sleep(0.2)
+        assert sum(received) == n and all(r > 0 for r in received), received
+        seqs = sorted(json.loads(v)["seq"] for _k, v in read_topic(kafka.bootstrap,
+                                                                   kafka_readings_topic(park_id)))
+        assert seqs == list(range(n))
+    finally:
+        for gw in gws:
+            assert gw.terminate() == 0, gw.log_tail()

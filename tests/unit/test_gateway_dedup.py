@@ -108,3 +108,14 @@ def test_failed_delivery_is_retried_not_acked():
     assert retried == ["timed out"] and acks.acked == []
     p.delivered(None, None)  # the retry got through
     assert acks.acked == [5]
+
+
+@given(st.from_regex(r"[A-Za-z0-9_.-]{1,20}", fullmatch=True), st.integers(0, 2**53),
+       st.floats(allow_nan=False, allow_infinity=False), st.one_of(st.none(), st.integers(0, 2**40)))
+def test_fast_reading_json_is_the_contract_json(meter, ts_ms, value, seq):
+    from ingest.gateway import reading_json
+    from parkmon.contracts import Reading
+
+    rd = Reading(meter, ts_ms, value, seq)
+    assert json.loads(reading_json(rd)) == json.loads(rd.to_json())
+    assert Reading.from_json(reading_json(rd)) == rd
