@@ -3,6 +3,8 @@
     parkmon alerts run [--park FILE] [--db FILE] [--events-file FILE [--follow]] [--topic T]
     parkmon alerts status [--db FILE]
     parkmon alerts requeue-dead [--db FILE] [--endpoint NAME]
+    parkmon alerts silence add --match exchange=steam --duration 2h [--comment TEXT]
+    parkmon alerts silence expire ID | parkmon alerts silence list
 
 Configuration comes from the environment (prefix PARKMON_ALERTS_, see docs/alerts.md):
     PARKMON_ALERTS_PARK=park.yaml   PARKMON_ALERTS_DB=/var/lib/parkmon/alerts.sqlite
@@ -38,7 +40,7 @@ from alerts.delivery.outbox import Outbox
 from alerts.delivery.ssrf import SsrfPolicy, SsrfRefused
 from alerts.delivery.webhook import Endpoint, PayloadFormat, RetryPolicy
 from alerts.delivery.worker import DeliveryThread, DeliveryWorker
-from alerts.lifecycle import LifecycleConfig
+from alerts.lifecycle import LifecycleConfig, Silence
 from alerts.service import AlertService, AlertServiceConfig, AnnotationSink
 from parkmon.contracts import kafka_alerts_topic
 from parkmon.errors import ConfigError, ParkFileError, ParkmonError, PayloadError
@@ -224,6 +226,20 @@ def _parser() -> argparse.ArgumentParser:
                      help="with a non-followed file: exit once everything is delivered or dead")
     st = sub.add_parser("status", help="print outbox counts and dead deliveries as JSON")
     st.add_argument("--db")
+    si = sub.add_parser("silence", help="add, expire or list silences of the running service")
+    sis = si.add_subparsers(dest="silence_cmd", required=True)
+    sa = sis.add_parser("add", help="hide firing alerts whose labels match, for a while")
+    sa.add_argument("--db")
+    sa.add_argument("--match", action="append", required=True, metavar="LABEL=VALUE",
+                    help="e.g. exchange=steam, supplier=asnaes, meter=novo.steam_in (repeatable)")
+    sa.add_argument("--duration", required=True, help="e.g. 90m, 2h, 1d")
+    sa.add_argument("--comment", default="")
+    sa.add_argument("--by", default=os.environ.get("USER", ""))
+    se = sis.add_parser("expire", help="end a silence now")
+    se.add_argument("--db")
+    se.add_argument("id")
+    sl = sis.add_parser("list", help="silences in force or queued (JSON)")
+    sl.add_argument("--db")
     rq = sub.add_parser("requeue-dead", help="retry dead deliveries (after fixing the receiver)")
     rq.add_argument("--db")
     rq.add_argument("--endpoint")
@@ -242,6 +258,8 @@ def main(argv: list[str]) -> int:
         db = (getattr(args, "db", None) or settings.db)
         if args.cmd == "status":
             return _status(db)
+        if args.cmd == "silence":
+            return _silence(args, db)
         if args.cmd == "requeue-dead":
             n = Outbox(db, now_ms).requeue_dead(args.endpoint)
             print(f"requeued {n} dead deliveries")
@@ -256,6 +274,43 @@ def main(argv: list[str]) -> int:
     except ValidationError as exc:
         print(f"parkmon alerts: bad PARKMON_ALERTS_* setting:\n{exc}", file=sys.stderr)
         return 2
+
+
+def parse_duration_ms(text: str) -> int:
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)\s*", text)
+    if m is None:
+        raise ConfigError(f"duration {text!r}: expected a number with s, m, h or d, e.g. '2h'")
+    return int(float(m.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)] * 1000)
+
+
+def _silence(args: argparse.Namespace, db: str) -> int:
+    import uuid
+
+    box = Outbox(db, now_ms)
+    if args.silence_cmd == "add":
+        matchers: dict[str, str] = {}
+        for item in args.match:
+            key, sep, value = item.partition("=")
+            if not sep or not key or not value:
+                raise ConfigError(f"--match {item!r}: expected LABEL=VALUE, e.g. exchange=steam")
+            matchers[key.strip()] = value.strip()
+        start = now_ms()
+        sil = Silence(id="sil_" + uuid.uuid4().hex[:12], matchers=matchers, starts_at_ms=start,
+                      ends_at_ms=start + parse_duration_ms(args.duration), comment=args.comment,
+                      created_by=args.by)
+        box.add_command("silence.add", sil.to_dict())
+        print(sil.id)
+        return 0
+    if args.silence_cmd == "expire":
+        box.add_command("silence.expire", {"id": args.id})
+        print(f"silence {args.id} will expire")
+        return 0
+    state = box.load_state() or {}
+    now = now_ms()
+    active = [d for d in state.get("silences", []) if d["ends_at_ms"] > now]
+    queued = [{"kind": k, **p} for _, k, p in box.commands()]
+    print(json.dumps({"silences": active, "queued": queued}, indent=2))
+    return 0
 
 
 def _status(db: str) -> int:
@@ -350,6 +405,7 @@ def _run(args: argparse.Namespace, settings: AlertsSettings, db: str) -> int:
 def _loop(service: AlertService, source: FileSource | KafkaSource, delivery: DeliveryThread,
           stop: threading.Event, exit_when_idle: bool) -> None:
     while not stop.is_set():
+        service.apply_commands()
         for raw in source.poll(0.2):
             try:
                 notes = service.handle(raw)

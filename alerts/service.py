@@ -163,6 +163,21 @@ class AlertService:
             self._last_prune_ms = now
         return notes
 
+    def apply_commands(self) -> int:
+        """Apply operator commands queued in the database (`parkmon alerts silence ...`)."""
+        cmds = self.outbox.commands()
+        if not cmds:
+            return 0
+        for _cid, kind, payload in cmds:
+            if kind == "silence.add":
+                self.lifecycle.add_silence(Silence.from_dict(payload))
+            elif kind == "silence.expire":
+                self.lifecycle.expire_silence(str(payload["id"]))
+            else:
+                log.warning("unknown operator command %r ignored", kind)
+        self._commit([], event_id=None, done_commands=[c[0] for c in cmds])
+        return len(cmds)
+
     def add_silence(self, silence: Silence) -> None:
         self.lifecycle.add_silence(silence)
         self._commit([], event_id=None)
@@ -171,12 +186,13 @@ class AlertService:
         self.lifecycle.expire_silence(silence_id)
         self._commit([], event_id=None)
 
-    def _commit(self, notes: list[Notification], event_id: str | None) -> None:
+    def _commit(self, notes: list[Notification], event_id: str | None,
+                done_commands: list[int] | None = None) -> None:
         try:
             messages = [NewMessage(ep.name, n.key, render(n, self.park.id, ep.format, ep.name))
                         for n in notes for ep in self.endpoints]
             self.outbox.commit(state=self.lifecycle.snapshot(), messages=messages,
-                               event_id=event_id)
+                               event_id=event_id, done_commands=done_commands)
         except BaseException:
             # the in-memory state ran ahead of the durable one: go back to what is committed, so
             # a retry of the same event produces the same notifications again

@@ -50,6 +50,12 @@ CREATE TABLE IF NOT EXISTS outbox (
     delivered_at_ms INTEGER
 );
 CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (endpoint, status, seq);
+CREATE TABLE IF NOT EXISTS commands (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    created_at_ms INTEGER NOT NULL
+);
 """
 
 
@@ -136,8 +142,10 @@ class Outbox:
         return row is not None
 
     def commit(self, *, state: dict[str, Any] | None, messages: list[NewMessage],
-               event_id: str | None = None, state_key: str = "lifecycle") -> list[str]:
-        """Atomically: store the state, remember the event, enqueue the messages.
+               event_id: str | None = None, state_key: str = "lifecycle",
+               done_commands: list[int] | None = None) -> list[str]:
+        """Atomically: store the state, remember the event, enqueue the messages, drop the
+        operator commands that were applied.
 
         Returns the webhook-ids that were newly enqueued (an already-present id is skipped).
         """
@@ -147,6 +155,8 @@ class Outbox:
             if event_id is not None:
                 con.execute("INSERT OR IGNORE INTO events (event_id, applied_at_ms) VALUES (?, ?)",
                             (event_id, now))
+            for cid in done_commands or ():
+                con.execute("DELETE FROM commands WHERE id=?", (cid,))
             if state is not None:
                 con.execute("INSERT OR REPLACE INTO state (key, value) VALUES (?, ?)",
                             (state_key, json.dumps(state, separators=(",", ":"))))
@@ -160,6 +170,17 @@ class Outbox:
                 if cur.rowcount:
                     ids.append(wid)
         return ids
+
+    def add_command(self, kind: str, payload: dict[str, Any]) -> int:
+        """Queue an operator command (e.g. a silence) for the running service to apply."""
+        with self._tx() as con:
+            cur = con.execute("INSERT INTO commands (kind, payload, created_at_ms) VALUES (?, ?, ?)",
+                              (kind, json.dumps(payload), self._now_ms()))
+            return int(cur.lastrowid or 0)
+
+    def commands(self) -> list[tuple[int, str, dict[str, Any]]]:
+        rows = self._con().execute("SELECT id, kind, payload FROM commands ORDER BY id").fetchall()
+        return [(r[0], r[1], json.loads(r[2])) for r in rows]
 
     def prune_events(self, older_than_ms: int) -> int:
         with self._tx() as con:

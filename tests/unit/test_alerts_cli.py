@@ -70,3 +70,38 @@ def test_missing_park_is_a_clear_error(tmp_path, monkeypatch, capsys) -> None:
     monkeypatch.delenv("PARKMON_ALERTS_PARK", raising=False)
     assert main(["run", "--db", str(tmp_path / "a.sqlite")]) == 2
     assert "PARKMON_ALERTS_PARK" in capsys.readouterr().err
+
+
+def test_silence_commands_reach_the_running_service(tmp_path, capsys) -> None:
+    import time
+
+    from alerts.service import AlertService
+    from alerts.testing import FakeClock, toy_park
+
+    db = tmp_path / "a.sqlite"
+    clock = FakeClock(int(time.time() * 1000))
+    svc = AlertService.create(toy_park(), db, [], now_ms=clock)
+    assert main(["silence", "add", "--db", str(db), "--match", "exchange=steam",
+                 "--duration", "2h", "--comment", "valve work"]) == 0
+    sil_id = capsys.readouterr().out.strip()
+    assert svc.apply_commands() == 1 and svc.apply_commands() == 0
+    [sil] = svc.lifecycle.silences()
+    assert (sil.id, sil.matchers, sil.comment) == (sil_id, {"exchange": "steam"}, "valve work")
+    assert sil.ends_at_ms - sil.starts_at_ms == 2 * 3_600_000
+    svc.handle(DetectionEvent(kind=DetectionKind.SUPPLY_DROP, exchange_id="steam",
+                              ts_ms=clock(), magnitude=1.0))
+    clock.advance(10_000)
+    assert svc.tick() == []
+    assert main(["silence", "list", "--db", str(db)]) == 0
+    assert [s["id"] for s in json.loads(capsys.readouterr().out)["silences"]] == [sil_id]
+    assert main(["silence", "expire", "--db", str(db), sil_id]) == 0
+    svc.apply_commands()
+    assert [n.group_key for n in svc.tick()] == ["toy/supply/power"]
+
+
+def test_bad_silence_arguments_are_clear(tmp_path, capsys) -> None:
+    db = str(tmp_path / "a.sqlite")
+    assert main(["silence", "add", "--db", db, "--match", "steam", "--duration", "2h"]) == 2
+    assert "LABEL=VALUE" in capsys.readouterr().err
+    assert main(["silence", "add", "--db", db, "--match", "a=b", "--duration", "soon"]) == 2
+    assert "duration" in capsys.readouterr().err
