@@ -1,16 +1,21 @@
 """`parkmon evaluate --scenarios DIR`: score the detectors on labelled scenarios, next to two
 baseline rules computed on the same readings. Accelerated and in-process: no services.
 
-    parkmon evaluate --scenarios DIR [--generate] [--park kalundborg|PATH] [--normal-days 30]
-                     [--event-runs 12] [--run-days 2] [--exchanges a,b] [--seed 1]
-                     [--no-prior] [--json]
+    parkmon evaluate --scenarios DIR [--generate [--internal]] [--park kalundborg|PATH]
+                     [--normal-days 30] [--event-runs 12] [--run-days 2] [--period 10]
+                     [--exchanges a,b] [--seed 1] [--no-prior] [--json]
 
-DIR holds `*.scenario.json` files (alerts/synthetic.py: seed, duration, sampling period and the
-labelled events). With --generate (or when DIR has none) the default set is generated into DIR
-first. Readings are regenerated from each spec deterministically, replayed through
-alerts.detect.ParkMonitor, the StaticThreshold and the TrailingMean rules, and every alert is
-matched to the labels by alerts.scoring. Alerts during the first `warmup_h` hours of a run (the
-baseline learning) are not scored and no label starts there.
+DIR holds simulator scenarios (`*.yaml`, docs/simulator.md; e.g. simulators/scenarios). Each is
+run in-process by the simulator's Fleet with every meter sampled every `--period` seconds, plus
+one run of `--normal-days` of normal operation (no scenario: only natural events such as counter
+resets). `--generate` first writes `--event-runs` random scenarios (supply drops, trips, gradual
+declines, meter outages) into DIR. With `--internal`, the small numpy generator of
+alerts/synthetic.py is used instead of the simulator (`*.scenario.json`; its set includes the
+normal-operation run, declared maintenance and planned changes, and one-sample glitches).
+
+The readings a gateway would accept (canonical units) go through alerts.detect.ParkMonitor, the
+StaticThreshold and the TrailingMean rules (alerts/baselines.py); every alert is matched to the
+labels by alerts.scoring and the figures are printed side by side, with the issue's goals.
 """
 
 from __future__ import annotations
@@ -20,13 +25,21 @@ import json
 import math
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from alerts.baselines import StaticThreshold, TrailingMean
-from alerts.detect import DataQuality, DetectorConfig, ParkMonitor, SupplyDecline, SupplyDrop
+from alerts.detect import (
+    DataQuality,
+    DetectorConfig,
+    ParkMonitor,
+    PlannedWindow,
+    SupplyDecline,
+    SupplyDrop,
+    maintenance_windows,
+)
 from alerts.scoring import (
     AlertRecord,
     CategoryScore,
@@ -35,7 +48,9 @@ from alerts.scoring import (
     percentile,
     score_category,
 )
+from alerts.simrun import random_scenario, sim_labels, sim_readings
 from alerts.synthetic import (
+    DAY_MS,
     HOUR_MS,
     ScenarioSpec,
     default_scenarios,
@@ -46,6 +61,8 @@ from alerts.synthetic import (
     readings,
     write_scenarios,
 )
+
+# the simulator is imported lazily (run_sim, load_runs): the internal generator works without it
 
 GOAL_DROP = 0.2
 GOAL_DROP_MS = 300_000
@@ -88,32 +105,76 @@ class RunResult:
     readings: int = 0
 
 
+def replay(name: str, days: float, normal: bool, labels: list[Label], p: Any,
+           windows: list[PlannedWindow], stream: Iterable[tuple[str, int, float, int]],
+           warm_end: int, cfg: DetectorConfig | None, prior: Any) -> RunResult:
+    """Feed (meter, ts_ms, canonical value, now_ms) readings to the detectors and both rules."""
+    mon = ParkMonitor(p, cfg, windows, prior)
+    rules = {STATIC: StaticThreshold(p, windows), TRAILING: TrailingMean(p, windows)}
+    res = RunResult(name, days, normal, labels, {m: [] for m in METHODS})
+    det = res.alerts[DETECTOR]
+    next_tick = None
+    for meter, ts, value, now in stream:
+        res.readings += 1
+        for ev in mon.observe(meter, ts, value):
+            _record(ev, det, warm_end)
+        for rname, rule in rules.items():
+            for xid, what, ets in rule.observe(meter, ts, value):
+                if what == "fire" and ets >= warm_end:
+                    res.alerts[rname].append(AlertRecord("supply", xid, ets, rname))
+        if next_tick is None or now >= next_tick:
+            for ev in mon.tick(now):
+                _record(ev, det, warm_end)
+            next_tick = now + 60_000
+    return res
+
+
 def run_scenario(spec: ScenarioSpec, park: Any, cfg: DetectorConfig | None = None,
                  use_prior: bool = True) -> RunResult:
-    """Replay one scenario through the detectors and both baseline rules."""
+    """Replay one internal-generator scenario through the detectors and both baseline rules."""
     p = with_period(park, spec.period_s)
     windows = planned_windows(spec, p)
-    mon = ParkMonitor(p, cfg, windows, prior_for(p) if use_prior else None)
-    rules = {STATIC: StaticThreshold(p, windows), TRAILING: TrailingMean(p, windows)}
     warm_end = spec.start_ms + int(spec.warmup_h * HOUR_MS)
-    res = RunResult(spec.name, spec.days, spec.name.startswith("normal"), labels_of(spec, p),
-                    {m: [] for m in METHODS})
-    det = res.alerts[DETECTOR]
-    step_i = 0
-    for t, batch in readings(spec, p):
-        for meter, ts, value in batch:
-            res.readings += 1
-            for ev in mon.observe(meter, ts, value):
-                _record(ev, det, warm_end)
-            for name, rule in rules.items():
-                for xid, what, ets in rule.observe(meter, ts, value):
-                    if what == "fire" and ets >= warm_end:
-                        res.alerts[name].append(AlertRecord("supply", xid, ets, name))
-        step_i += 1
-        if step_i % 6 == 0:
-            for ev in mon.tick(t):
-                _record(ev, det, warm_end)
+
+    def stream() -> Iterator[tuple[str, int, float, int]]:
+        for t, batch in readings(spec, p):
+            for meter, ts, value in batch:
+                yield meter, ts, value, t
+
+    return replay(spec.name, spec.days, spec.name.startswith("normal"), labels_of(spec, p), p,
+                  windows, stream(), warm_end, cfg, prior_for(p) if use_prior else None)
+
+
+def run_sim(scenario: Any, park: Any, start_ms: int, period_s: float = 10.0,
+            duration_ms: int | None = None, seed: int | None = None,
+            cfg: DetectorConfig | None = None, use_prior: bool = True,
+            warmup_h: float = 0.0, normal: bool = False) -> RunResult:
+    """Run a simulator scenario (None: normal operation) in-process and replay it."""
+    from simulators import run_scenario as sim_run
+
+    p = with_period(park, period_s)
+    it, sim_lbls = sim_run(p, scenario, seed=seed, start_ms=start_ms, duration_ms=duration_ms)
+    dur = duration_ms if duration_ms is not None else scenario.duration_ms
+    res = replay(scenario.name if scenario is not None else "normal", dur / DAY_MS, normal, [], p,
+                 maintenance_windows(p), sim_readings(it, p), start_ms + int(warmup_h * HOUR_MS),
+                 cfg, sim_prior_for(p) if use_prior else None)
+    res.labels = sim_labels(sim_lbls, p)  # complete once the readings are exhausted
     return res
+
+
+def sim_prior_for(park: Any) -> Any:
+    """Seasonal priors from the simulator's declared profiles (simulators.signals)."""
+    from simulators.signals import PROFILE_CODE, local_time, profile_factors
+
+    tz = getattr(park, "timezone", "UTC") or "UTC"
+
+    def make(x: Any) -> Any:
+        prof = str(park.meter(x.suppliers[0]).profile)
+        if prof == "continuous" or prof not in PROFILE_CODE:
+            return None
+        code = PROFILE_CODE[prof]
+        return lambda ts: float(profile_factors(local_time(int(ts), tz))[code])
+    return make
 
 
 def _record(ev: Any, out: list[AlertRecord], warm_end: int) -> None:
@@ -127,7 +188,7 @@ def _record(ev: Any, out: list[AlertRecord], warm_end: int) -> None:
 def is_goal_drop(lb: Label) -> bool:
     """The issue's recall goal: drops of >= 20 % lasting >= 5 minutes."""
     return (lb.kind == "supply_drop" and lb.magnitude >= GOAL_DROP
-            and lb.end_ms - lb.start_ms >= GOAL_DROP_MS)
+            and lb.end_ms - lb.start_ms >= GOAL_DROP_MS and lb.extra.get("goal", True) is not False)
 
 
 @dataclass
@@ -271,23 +332,67 @@ def goals(figs: dict[str, dict[str, Any]]) -> list[tuple[str, bool]]:
     ]
 
 
-def evaluate(specs: Sequence[ScenarioSpec], park: Any, cfg: DetectorConfig | None = None,
-             use_prior: bool = True) -> tuple[dict[str, dict[str, Any]], list[RunResult]]:
-    results = [run_scenario(s, park, cfg, use_prior) for s in specs]
+def summarise(results: Sequence[RunResult], park: Any) -> dict[str, dict[str, Any]]:
     days = sum(r.days for r in results)
     normal_days = sum(r.days for r in results if r.normal)
-    figs = {m: f.as_dict(normal_days, days) for m, f in figures(results, park).items()}
-    return figs, results
+    return {m: f.as_dict(normal_days, days) for m, f in figures(results, park).items()}
+
+
+def evaluate(specs: Sequence[ScenarioSpec], park: Any, cfg: DetectorConfig | None = None,
+             use_prior: bool = True) -> tuple[dict[str, dict[str, Any]], list[RunResult]]:
+    """Internal-generator scenarios: run them all and compute the figures."""
+    results = [run_scenario(s, park, cfg, use_prior) for s in specs]
+    return summarise(results, park), results
+
+
+SIM_T0_MS = 1_767_571_200_000  # 2026-01-05T00:00:00Z, a Monday
+
+
+def load_runs(args: argparse.Namespace, park: Any) -> tuple[str, list[Any]]:
+    """What to run: ("sim", [Scenario, ...]) for simulator YAML files, ("internal", [ScenarioSpec])
+    for the internal generator's files; generating them into DIR first when asked or empty."""
+    import yaml
+
+    d: Path = args.scenarios
+    if args.generate and not args.internal:
+        d.mkdir(parents=True, exist_ok=True)
+        for i in range(args.event_runs):
+            sc = random_scenario(park, f"random-{i:02d}", args.seed * 1000 + i, args.run_days)
+            (d / f"random-{i:02d}.yaml").write_text(yaml.safe_dump(sc, sort_keys=False))
+        print(f"generated {args.event_runs} simulator scenarios into {d}", file=sys.stderr)
+    if args.generate and args.internal:
+        specs = default_scenarios(park, args.seed, args.normal_days, args.event_runs,
+                                  args.run_days)
+        write_scenarios(specs, d)
+        print(f"generated {len(specs)} internal scenarios into {d}", file=sys.stderr)
+    yamls = sorted(d.glob("*.yaml")) + sorted(d.glob("*.yml")) if d.is_dir() else []
+    if yamls:
+        from simulators import load_scenario
+
+        return "sim", [load_scenario(p) for p in yamls]
+    specs = read_scenarios(d) if d.is_dir() else []
+    if specs:
+        return "internal", specs
+    raise FileNotFoundError(
+        f"no scenarios in {d} (*.yaml simulator scenarios or *.scenario.json); "
+        f"try --scenarios simulators/scenarios, or add --generate")
 
 
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="parkmon evaluate", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--scenarios", type=Path, required=True, help="directory of *.scenario.json")
-    ap.add_argument("--generate", action="store_true", help="(re)generate the default set into DIR")
+    ap.add_argument("--scenarios", type=Path, required=True,
+                    help="directory of simulator scenarios (*.yaml) or internal *.scenario.json")
+    ap.add_argument("--generate", action="store_true",
+                    help="first write --event-runs random scenarios into DIR")
+    ap.add_argument("--internal", action="store_true",
+                    help="with --generate: use the internal numpy generator (alerts/synthetic.py) "
+                         "instead of the simulator")
     ap.add_argument("--park", default="kalundborg", help="example park name or park file path")
-    ap.add_argument("--normal-days", type=float, default=30.0)
+    ap.add_argument("--normal-days", type=float, default=30.0,
+                    help="length of the normal-operation run (simulator scenarios; 0 = none)")
     ap.add_argument("--event-runs", type=int, default=12)
-    ap.add_argument("--run-days", type=float, default=2.0, help="length of each event run")
+    ap.add_argument("--run-days", type=float, default=2.0, help="length of each generated run")
+    ap.add_argument("--period", type=float, default=10.0, help="sampling period of every meter, s")
     ap.add_argument("--exchanges", default="", help="comma-separated exchange ids (default all)")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--no-prior", action="store_true",
@@ -306,34 +411,43 @@ def main(argv: list[str]) -> int:
     except (FileNotFoundError, ParkFileError, KeyError) as exc:
         print(f"parkmon evaluate: {exc}", file=sys.stderr)
         return 2
-    specs = [] if args.generate else (read_scenarios(args.scenarios)
-                                      if args.scenarios.is_dir() else [])
-    if not specs:
-        specs = default_scenarios(park, args.seed, args.normal_days, args.event_runs,
-                                  args.run_days)
-        write_scenarios(specs, args.scenarios)
-        print(f"generated {len(specs)} scenarios into {args.scenarios} (internal generator)",
-              file=sys.stderr)
     t0 = time.perf_counter()
     try:
-        figs, results = evaluate(specs, park, use_prior=not args.no_prior)
-    except (KeyError, ValueError) as exc:
-        print(f"parkmon evaluate: scenario does not fit park {park.id!r}: {exc}", file=sys.stderr)
-        return 2
+        mode, runs = load_runs(args, park)
+        prior = not args.no_prior
+        if mode == "internal":
+            figs, results = evaluate(runs, park, use_prior=prior)
+        else:
+            results = [run_sim(sc, park, SIM_T0_MS, args.period, use_prior=prior) for sc in runs]
+            if args.normal_days > 0:
+                results.append(run_sim(None, park, SIM_T0_MS, args.period,
+                                       duration_ms=int(args.normal_days * DAY_MS),
+                                       seed=args.seed, use_prior=prior, normal=True))
+            figs = summarise(results, park)
+    except Exception as exc:  # a scenario that does not fit the park, a bad file
+        from simulators import ScenarioError
+
+        if isinstance(exc, FileNotFoundError | ScenarioError | KeyError | ValueError):
+            print(f"parkmon evaluate: {exc}", file=sys.stderr)
+            return 2
+        raise
     elapsed = time.perf_counter() - t0
     n_read = sum(r.readings for r in results)
     days = sum(r.days for r in results)
     normal = sum(r.days for r in results if r.normal)
     if args.json:
         print(json.dumps({"figures": figs, "goals": dict(goals(figs)), "days": days,
-                          "normal_days": normal, "readings": n_read}, indent=1))
+                          "normal_days": normal, "readings": n_read, "source": mode}, indent=1))
         return 0
-    labels = [lb for r in results for lb in r.labels]
+    labels = [lb for r in results for lb in r.labels if lb.scored]
     kinds: dict[str, int] = {}
     for lb in labels:
-        kinds[lb.kind] = kinds.get(lb.kind, 0) + 1
-    print(f"parkmon evaluate: park {park.id}, {len(results)} scenario runs, {days:g} simulated days "
-          f"({normal:g} of normal operation), {n_read} readings in {elapsed:.0f} s")
+        k = str(lb.extra.get("sim_kind", lb.kind))
+        kinds[k] = kinds.get(k, 0) + 1
+    src = "simulator" if mode == "sim" else "internal generator"
+    print(f"parkmon evaluate: park {park.id}, {len(results)} runs ({src}, {args.period:g} s "
+          f"sampling), {days:g} simulated days ({normal:g} of normal operation), "
+          f"{n_read} readings in {elapsed:.0f} s")
     print("labels: " + ", ".join(f"{k} {v}" for k, v in sorted(kinds.items())))
     print()
     print(table(figs))

@@ -10,7 +10,8 @@ Matching: an alert matches a label when both are of the same category ("supply" 
 detected by its earliest matching alert (delay = detected_ms - start_ms); further alerts matching
 an already detected label are neither true nor false positives (repeats); every other alert is a
 false alarm. Labels of "benign" kinds (maintenance, planned changes) never match anything: alerts
-during them are false alarms.
+during them are false alarms. A neutral label (`scored` False, e.g. a duplicated reading) absorbs
+the alerts of its category that match it but is not counted as a label.
 
     precision = matched alerts / (matched + false alarms)
     recall    = detected labels / labels
@@ -25,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 SUPPLY_KINDS = frozenset({"supply_drop", "supply_decline", "supplier_trip", "trip", "drop", "decline",
-                          "gradual_decline"})
+                          "gradual_decline", "step_drop", "intermittent"})
 DQ_PREFIXES = ("meter_", "dq_", "data_quality")
 BENIGN_KINDS = frozenset({"maintenance", "planned_change", "planned", "production_change"})
 
@@ -54,6 +55,12 @@ class Label:
     @property
     def category(self) -> str | None:
         return label_category(self.kind)
+
+    @property
+    def scored(self) -> bool:
+        """False for a neutral label (extra["scored"] = False): an alert on it is neither
+        required nor a false alarm."""
+        return bool(self.extra.get("scored", True))
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,7 +132,7 @@ def match(alerts: Iterable[AlertRecord], labels: Iterable[Label], category: str,
     """(one Match per label of `category`, the false-alarm alerts, the repeat count)."""
     mine = sorted((a for a in alerts if a.category == category), key=lambda a: a.detected_ms)
     labs = [lb for lb in labels if lb.category == category]
-    scored = [lb for lb in labs if label_filter is None or label_filter(lb)]
+    scored = [lb for lb in labs if lb.scored and (label_filter is None or label_filter(lb))]
     scored_ids = {id(lb) for lb in scored}
     first: dict[int, AlertRecord] = {}
     false: list[AlertRecord] = []
@@ -166,7 +173,7 @@ def dq_classified(alerts: Sequence[AlertRecord], labels: Sequence[Label],
     """(meter-fault labels answered by a data-quality alert and by no supply alert on the meter's
     exchange during the fault, all meter-fault labels)."""
     good = 0
-    dq_labels = [lb for lb in labels if lb.category == "data_quality"]
+    dq_labels = [lb for lb in labels if lb.category == "data_quality" and lb.scored]
     for lb in dq_labels:
         lo, hi = lb.start_ms, lb.end_ms + grace_ms
         has_dq = any(a.category == "data_quality" and a.target == lb.target

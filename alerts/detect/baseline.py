@@ -135,14 +135,16 @@ class SeasonalProfile:
         f = self.factors
         return f[i0] + w * (f[i1] - f[i0])
 
-    def learn(self, ts_ms: int, ratio: float) -> None:
-        """ratio = observed / level for a sample at ts_ms."""
+    def learn(self, ts_ms: int, ratio: float, clip: float = math.inf) -> None:
+        """ratio = observed / level for a sample at ts_ms; the step is clipped at +-clip (Huber),
+        so one wild reading cannot bend a bin."""
         if self.season == "none":
             self.counts[0] += 1
             return
         i0, i1, w = self._pos(ts_ms)
         f = self.factors
         err = ratio - (f[i0] + w * (f[i1] - f[i0]))
+        err = min(max(err, -clip), clip)
         near = i1 if w >= 0.5 else i0
         self.counts[near] += 1
         a = max(self.alpha, 1.0 / (self.counts[near] + 1))
@@ -172,5 +174,7 @@ class SeasonalBaseline:
         self.n += 1
         if f > 1e-6:
             self.level.update(value / f)
-        if self.level.loc > 1e-12:
-            self.profile.learn(ts_ms, value / self.level.loc)
+        loc = self.level.loc
+        if loc > 1e-12:
+            clip = max(3.0 * self.level.scale / loc, 0.05) if self.level.n > 10 else math.inf
+            self.profile.learn(ts_ms, value / loc, clip)

@@ -29,8 +29,9 @@ class DetectorConfig(BaseModel):
     learn_delay_samples: int = 30
     """A sample is learned only once it is this many samples old and no alarm covered it, so a
     drop is never learned from its first points (they are still pending when the alarm fires)."""
-    warmup_samples: int = 60
-    """Samples learned before a side may alarm."""
+    warmup_samples: int = 720
+    """Samples learned before a side may alarm (720 x 10 s = 2 h: long against the process
+    noise's correlation time, so the level is not caught on one excursion)."""
     min_bin_samples: int = 20
     """A seasonal bin must have learned this many samples (or be seeded by a prior) before a
     sample falling in it is judged: the first day (week) without a prior is warm-up."""
@@ -42,15 +43,19 @@ class DetectorConfig(BaseModel):
     blow relative deviations up."""
 
     # --- change detection (cusum.py) ----------------------------------------------------------
-    design_drop: float = 0.2
-    """Relative drop the CUSUM is tuned for (reference value k = design_drop / 2 in sigma units):
-    only samples more than design_drop / 2 below the expectation add evidence, so slow
-    (autocorrelated) process wander of a few percent never accumulates into an alarm."""
+    evidence_min: float = 0.10
+    evidence_max: float = 0.15
+    evidence_sigmas: float = 5.0
+    """Only samples more than k below the expectation add evidence to the CUSUM, with
+    k = clip(evidence_sigmas x sigma, evidence_min, evidence_max) (relative): slow, autocorrelated
+    process wander of a few percent never accumulates into an alarm, while a 20 % drop adds
+    evidence with every sample."""
     arl0_samples: float = 5e7
     """Target average run length between false alarms of one side, in samples."""
-    min_samples: int = 3
+    min_samples: int = 2
     """A single sample can add at most h / min_samples: no alarm from fewer than this many
-    samples, so a one-sample dropout never fires (minimum duration)."""
+    samples, so a one-sample dropout never fires (minimum duration). Two are enough because a
+    side's alarm must still pass the cross-check with the other side's meters."""
     h_min: float = 4.0
     h_max: float = 60.0
     resolve_tolerance: float = 0.05

@@ -66,7 +66,9 @@ class DropDetector:
         if abs(s - self._sigma_for_h) <= 0.05 * self._sigma_for_h:
             return
         self._sigma_for_h = s
-        self._k = self.cfg.design_drop / (2.0 * s)
+        c = self.cfg
+        k_rel = min(max(c.evidence_sigmas * s, c.evidence_min), c.evidence_max)
+        self._k = k_rel / s
         self._h = threshold_for_arl(self._k, self.cfg.arl0_samples, self.cfg.h_min, self.cfg.h_max)
         self.cusum.k = self._k
         self.cusum.h = self._h

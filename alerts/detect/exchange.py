@@ -47,6 +47,9 @@ class MeterSpec:
     range_max: float | None = None
     rollover: float | None = None
     profile: str = "continuous"
+    capacity: float | None = None
+    """Largest physical flow per hour: a counter's derived rate above 1.5 x this is a bad reading
+    (a register jump after a gap or a clock step), not a flow."""
 
     @classmethod
     def of(cls, meter: Any) -> MeterSpec:
@@ -56,7 +59,8 @@ class MeterSpec:
                    range_min=getattr(meter, "range_min", 0.0),
                    range_max=None if rmax is None or math.isinf(rmax) else float(rmax),
                    rollover=getattr(meter, "rollover", None),
-                   profile=getattr(meter, "profile", "continuous") or "continuous")
+                   profile=getattr(meter, "profile", "continuous") or "continuous",
+                   capacity=getattr(meter, "capacity", None))
 
 
 def season_for(specs: Iterable[MeterSpec], configured: str) -> str:
@@ -181,6 +185,9 @@ class ExchangeMonitor:
         rate = counter.update(ts_ms, value) if ok else None
         if not ok:
             counter.reset()
+        cap = side.specs[meter].capacity
+        if rate is not None and cap is not None and rate > 1.5 * cap:
+            rate = None  # a register jump, not a flow: skip this interval
         return self._ingest(side, meter, ts_ms, value, rate, counter.went_backwards)
 
     def observe_rate(self, meter: str, ts_ms: int, rate: float) -> list[Event]:

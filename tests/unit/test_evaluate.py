@@ -9,7 +9,18 @@ from typing import Any
 
 import pytest
 
-from alerts.evaluate import DETECTOR, STATIC, TRAILING, evaluate, goals, main, restrict
+from alerts.evaluate import (
+    DETECTOR,
+    SIM_T0_MS,
+    STATIC,
+    TRAILING,
+    evaluate,
+    goals,
+    main,
+    restrict,
+    run_sim,
+)
+from alerts.scoring import score_category
 from alerts.synthetic import default_scenarios
 from parkmon.park import Park, example_park_path, load_park
 
@@ -56,8 +67,9 @@ def test_goals_on_the_generated_set(figures):
 
 
 def test_cli_generates_scenarios_and_prints_json(tmp_path: Path, capsys):
-    code = main(["--scenarios", str(tmp_path / "sc"), "--exchanges", "gypsum",
-                 "--normal-days", "0.5", "--event-runs", "1", "--run-days", "1", "--json"])
+    code = main(["--scenarios", str(tmp_path / "sc"), "--exchanges", "gypsum", "--generate",
+                 "--internal", "--normal-days", "0.5", "--event-runs", "1", "--run-days", "1",
+                 "--json"])
     assert code == 0
     out = json.loads(capsys.readouterr().out)
     assert set(out["figures"]) == {DETECTOR, STATIC, TRAILING}
@@ -69,3 +81,36 @@ def test_cli_reports_a_bad_park_or_exchange_without_traceback(tmp_path: Path, ca
     assert "no example park" in capsys.readouterr().err
     assert main(["--scenarios", str(tmp_path), "--exchanges", "nope"]) == 2
     assert "no exchange 'nope'" in capsys.readouterr().err
+    assert main(["--scenarios", str(tmp_path / "empty")]) == 2
+    assert "no scenarios in" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def kalundborg() -> Park:
+    return load_park(example_park_path("kalundborg"))
+
+
+def test_simulator_trip_is_caught_within_a_minute_without_false_alarms(kalundborg):
+    from simulators import load_scenario
+    from simulators.scenarios import scenario_path
+
+    res = run_sim(load_scenario(scenario_path("gypsum_trip")), kalundborg, SIM_T0_MS, 10.0)
+    trips = [lb for lb in res.labels if lb.category == "supply"]
+    assert trips
+    for method, alerts in res.alerts.items():
+        s = score_category(alerts, res.labels, "supply")
+        assert s.recall == 1.0, method
+        if method == DETECTOR:
+            assert s.false_alarms == 0
+            assert max(s.delays_ms) <= 60_000
+
+
+def test_simulator_meter_outages_are_data_quality_only(kalundborg):
+    from simulators import load_scenario
+    from simulators.scenarios import scenario_path
+
+    res = run_sim(load_scenario(scenario_path("data_quality")), kalundborg, SIM_T0_MS, 10.0)
+    alerts = res.alerts[DETECTOR]
+    assert not [a for a in alerts if a.category == "supply"]
+    dq = score_category(alerts, res.labels, "data_quality")
+    assert dq.labels >= 2 and dq.recall == 1.0

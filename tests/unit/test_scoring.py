@@ -85,3 +85,13 @@ def test_categories_and_percentile():
     assert math.isnan(percentile([], 50))
     empty = score_category([], [], "supply")
     assert math.isnan(empty.precision) and math.isnan(empty.recall)
+
+
+def test_neutral_labels_absorb_alerts_but_are_not_counted():
+    labels = [Label("meter_silent", "m1", 0, 10 * M),
+              Label("dq_minor_duplicates", "m2", 0, 10 * M, extra={"scored": False})]
+    alerts = [AlertRecord("data_quality", "m1", M), AlertRecord("data_quality", "m2", M),
+              AlertRecord("data_quality", "m3", M)]
+    s = score_category(alerts, labels, "data_quality")
+    assert (s.labels, s.detected, s.false_alarms) == (1, 1, 1)  # only m3 is false
+    assert dq_classified(alerts, labels, {}) == (1, 1)
