@@ -57,11 +57,11 @@ class EdgePipeline:
     def __init__(self, park: Any, *, now_ms: Callable[[], int],
                  alerts: AlertHandler | None = None, sink: PointSink | None = None,
                  base_window_ms: int = 60_000, grace_ms: int = 120_000,
-                 limits: Limits | None = None) -> None:
+                 limits: Limits | None = None, dedup_per_meter: int = 65_536) -> None:
         self.park = park
         self.now_ms = now_ms
         self.validator = Validator(park, now_ms=now_ms, limits=limits)
-        self.dedup = Deduplicator()
+        self.dedup = Deduplicator(dedup_per_meter)
         self.engine = KpiEngine(KpiModel.from_park(park), base_window_ms=base_window_ms,
                                 grace_ms=grace_ms)
         self.monitor = ParkMonitor(park)
@@ -74,6 +74,7 @@ class EdgePipeline:
         self.notifications: list[Notification] = []
         self._pending: list[WindowResult] = []
         self._kpi_epoch = -1
+        self.max_ts_ms: int | None = None  # largest event time of an accepted reading
 
     # -- intake ------------------------------------------------------------------------------
     def feed(self, topic: str, payload: bytes) -> None:
@@ -92,6 +93,8 @@ class EdgePipeline:
         self.validator.observe_accepted(fresh)
         c.accepted += len(fresh)
         for r in fresh:
+            if self.max_ts_ms is None or r.ts_ms > self.max_ts_ms:
+                self.max_ts_ms = r.ts_ms
             # windows close per meter; indicators are recomputed once per `advance`, not per
             # closed meter window (the KPI aggregator's work is per base window, not per meter)
             outs = self.engine.windows.ingest(r.meter, r.ts_ms, r.value)
@@ -140,3 +143,44 @@ class EdgePipeline:
                 self.counters.late_beyond_grace += 1
         if self.sink is not None:
             self.sink.write(to_points(self.park.id, outputs))
+
+    # -- state (checkpoints of `parkmon edge`) ------------------------------------------------
+    def snapshot(self) -> dict[str, Any]:
+        """Plain data (JSON-able) of the state every later result depends on: windows and
+        indicators, deduplication memory, counter baselines, window results waiting for the next
+        indicator update. Not included: the detectors (`monitor`, see parkmon.edge_service) and
+        the alert lifecycle (the AlertService keeps its own durable outbox)."""
+        c = self.counters
+        baselines = []
+        for mid in self.validator.meters:
+            last = self.validator.counters.last(mid)
+            if last is not None:
+                baselines.append([mid, last[0], last[1]])
+        return {
+            "v": 1, "park": self.park.id, "engine": self.engine.snapshot(),
+            "dedup": self.dedup.snapshot(), "dedup_per_meter": self.dedup.per_meter,
+            "counter_baselines": baselines, "pending": [w.to_dict() for w in self._pending],
+            "kpi_epoch": self._kpi_epoch, "max_ts_ms": self.max_ts_ms,
+            "counters": {"messages": c.messages, "readings": c.readings, "accepted": c.accepted,
+                         "duplicates": c.duplicates, "rejected": dict(c.rejected),
+                         "late_beyond_grace": c.late_beyond_grace,
+                         "window_results": c.window_results, "kpi_results": c.kpi_results,
+                         "detector_events": c.detector_events,
+                         "notifications": c.notifications},
+        }
+
+    def restore(self, snap: dict[str, Any]) -> None:
+        """Continue from `snapshot()` data (same park). Outputs already handed to the sink are
+        not replayed; the detectors are left as they are."""
+        if snap.get("v") != 1 or snap.get("park") != self.park.id:
+            raise ValueError(f"not an edge snapshot of park {self.park.id!r}")
+        self.engine = KpiEngine.restore(self.engine.model, snap["engine"], self.engine.kpis.views)
+        self.dedup = Deduplicator.from_snapshot(snap["dedup"], int(snap["dedup_per_meter"]))
+        for mid, ts, value in snap["counter_baselines"]:
+            self.validator.counters.commit(mid, int(ts), float(value))
+        self._pending = [WindowResult.from_dict(d) for d in snap["pending"]]
+        self._kpi_epoch = int(snap["kpi_epoch"])
+        self.max_ts_ms = snap["max_ts_ms"]
+        cs = dict(snap["counters"])
+        rejected = Counter({str(k): int(v) for k, v in cs.pop("rejected").items()})
+        self.counters = EdgeCounters(rejected=rejected, **{k: int(v) for k, v in cs.items()})

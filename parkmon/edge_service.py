@@ -1,0 +1,732 @@
+r"""`parkmon edge --park FILE`: the whole monitor in ONE process on live MQTT, writing to InfluxDB.
+
+    Mosquitto --(QoS 1, fixed client id, persistent session, manual ack)--> queue
+        --> EdgePipeline (validate, dedup, windows, KPIs, detectors, alerts)
+        --> points buffer --checkpoint--> InfluxDB ; alerts --> durable outbox --> webhooks
+
+Durability without Kafka is at-least-once plus idempotent results, through *checkpoints*. A
+checkpoint, taken every `checkpoint_messages` unacknowledged messages, every
+`checkpoint_interval_s`, when the stream pauses for `stall_s`, and at shutdown, does in order:
+
+1. write every point produced since the previous checkpoint to InfluxDB, synchronously (a point's
+   timestamp is its window start, so writing it again overwrites it);
+2. persist the pipeline state (windows, indicators, dedup memory, counter baselines, pending
+   window results, detector objects) to `<state_dir>/edge-checkpoint.bin` atomically (temporary
+   file, fsync, rename, fsync of the directory);
+3. acknowledge to the broker every MQTT message fed before the checkpoint.
+
+After a crash (kill -9 included) the process restores the last checkpoint and the broker
+redelivers every message that was not acknowledged, i.e. everything fed after that checkpoint
+(and possibly some fed before it, if the crash fell between steps 2 and 3: the dedup memory in the
+checkpoint recognises those). Points written after the checkpoint are rewritten with the same
+values. Alerts go through the AlertService, whose outbox remembers event ids, so a replayed
+detection is not notified twice.
+
+Event time: the watermark is the largest accepted `ts_ms` minus `watermark_lag_ms`; when no
+reading has advanced it for `idle_after_s` (while subscribed), it moves on with the wall clock
+(times `idle_clock_rate`), so silent meters are noticed and the last windows close without traffic.
+
+Unacknowledged messages count against the broker's in-flight limit (Mosquitto
+`max_inflight_messages`, 20 by default, 100 in the dev broker) and the client's Receive Maximum
+(set to `checkpoint_messages`): the broker sends no more until some are acknowledged. So
+`checkpoint_messages` must not exceed the broker's limit; if it does, the pause rule (`stall_s`)
+still checkpoints, the service learns the limit (logged) and checkpoints at it from then on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import pickle
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from parkmon.config import GatewaySettings, InfluxSettings, MqttSettings
+from parkmon.errors import ParkmonError
+from streams.core.points import PointSpec
+
+log = logging.getLogger("parkmon.edge")
+
+CHECKPOINT_FILE = "edge-checkpoint.bin"
+CHECKPOINT_FORMAT = 1
+
+
+def wall_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class EdgeSettings(BaseSettings):
+    """Settings of `parkmon edge` (env prefix PARKMON_EDGE_). MQTT and InfluxDB connections come
+    from PARKMON_MQTT_* / PARKMON_INFLUX_*, webhooks from PARKMON_ALERTS_* (docs/edge-mode.md)."""
+
+    model_config = SettingsConfigDict(env_prefix="PARKMON_EDGE_", frozen=True)
+
+    park_file: str | None = None
+    state_dir: str = "parkmon-edge-state"  # checkpoint + alert outbox (unless PARKMON_ALERTS_DB)
+    checkpoint_messages: int = 80  # <= the broker's max_inflight_messages (dev broker: 100)
+    checkpoint_interval_s: float = 2.0
+    stall_s: float = 0.2  # a pause this long with unacknowledged messages: checkpoint now
+    watermark_lag_ms: int = 10_000
+    idle_after_s: float = 30.0
+    idle_clock_rate: float = 1.0  # event ms per wall ms while idle (tests / accelerated replays)
+    tick_interval_s: float = 1.0  # wall-clock tick: detectors, alert groups, idle watermark
+    advance_every_ms: int = 10_000  # event-time step between pipeline advances
+    base_window_ms: int = 60_000
+    grace_ms: int = 120_000
+    dedup_per_meter: int = 2_048
+    max_payload_bytes: int = 1_048_576
+    max_future_ms: int = 5 * 60_000
+    max_past_ms: int = 7 * 24 * 3_600_000
+    counter_reset_fraction: float = 0.05
+    influx_alerts: bool = True  # alert annotations in InfluxDB (measurement `alerts`)
+    influx_max_retry_s: float = 30.0
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = 9110  # /metrics and /healthz; 0 picks a free port, -1 disables
+    keepalive_s: int = 30
+    log_level: str = "INFO"
+
+
+# -- pieces --------------------------------------------------------------------------------------
+class BufferSink:
+    """The pipeline's point sink: keeps the last point per series and timestamp until `take`."""
+
+    def __init__(self) -> None:
+        self._points: dict[tuple[str, tuple[tuple[str, str], ...], int], PointSpec] = {}
+
+    def write(self, points: list[PointSpec]) -> None:
+        for p in points:
+            self._points[p.series_key] = p
+
+    def take(self) -> list[PointSpec]:
+        pts = list(self._points.values())
+        self._points = {}
+        return pts
+
+    def put_back(self, points: Iterable[PointSpec]) -> None:
+        """Return points whose write failed; newer points of the same series win."""
+        for p in points:
+            self._points.setdefault(p.series_key, p)
+
+    def __len__(self) -> int:
+        return len(self._points)
+
+
+@dataclass
+class Watermark:
+    """Event time of the edge process: readings drive it, the wall clock takes over when idle."""
+
+    lag_ms: int
+    idle_after_ms: int
+    idle_rate: float = 1.0
+    event_max_ms: int | None = None
+    progress_wall_ms: int = 0
+    value: int | None = None
+
+    def observe(self, event_max_ms: int | None, wall: int) -> None:
+        if event_max_ms is not None and (self.event_max_ms is None
+                                         or event_max_ms > self.event_max_ms):
+            self.event_max_ms = event_max_ms
+            self.progress_wall_ms = wall
+
+    def hold(self, wall: int) -> None:
+        """Restart the idle timer (at start-up, after a reconnect)."""
+        self.progress_wall_ms = wall
+
+    def at(self, wall: int, may_idle: bool = True) -> int | None:
+        if self.event_max_ms is None:
+            return self.value
+        wm = self.event_max_ms - self.lag_ms
+        idle = wall - self.progress_wall_ms
+        if may_idle and idle >= self.idle_after_ms:
+            wm = max(wm, self.event_max_ms - self.lag_ms + int(idle * self.idle_rate))
+        if self.value is None or wm > self.value:
+            self.value = wm
+        return self.value
+
+
+class CheckpointStore:
+    """One file, replaced atomically. The pipeline state is plain data; the detectors are a
+    separate pickle so that a detector code change only resets the detectors (they re-learn)."""
+
+    def __init__(self, state_dir: str | Path) -> None:
+        self.dir = Path(state_dir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.path = self.dir / CHECKPOINT_FILE
+
+    def save(self, doc: dict[str, Any]) -> int:
+        data = pickle.dumps(doc, protocol=pickle.HIGHEST_PROTOCOL)
+        tmp = self.path.with_suffix(".tmp")
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, self.path)
+        fd = os.open(self.dir, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        return len(data)
+
+    def load(self) -> dict[str, Any] | None:
+        try:
+            data = self.path.read_bytes()
+        except FileNotFoundError:
+            return None
+        doc = pickle.loads(data)  # noqa: S301 - our own local state file
+        if not isinstance(doc, dict) or doc.get("format") != CHECKPOINT_FORMAT:
+            raise ParkmonError(f"{self.path}: not an edge checkpoint of format "
+                               f"{CHECKPOINT_FORMAT}")
+        return doc
+
+
+def detector_code_version() -> str:
+    """Hash of the detector sources: a pickled ParkMonitor is restored only by the same code."""
+    import alerts.detect as pkg
+
+    h = hashlib.sha256()
+    for p in sorted(Path(pkg.__file__).parent.glob("*.py")):
+        h.update(p.name.encode())
+        h.update(p.read_bytes())
+    return h.hexdigest()[:16]
+
+
+@dataclass
+class _Msg:
+    topic: str
+    payload: bytes
+    mid: int
+    qos: int
+    generation: int
+
+
+@dataclass
+class CheckpointStats:
+    count: int = 0
+    seq: int = 0
+    restored_seq: int | None = None
+    restored_detectors: bool = False
+    last_wall_ms: int | None = None
+    last_bytes: int = 0
+    points_written: int = 0
+    messages_acked: int = 0
+    influx_failures: int = 0
+    last_error: str | None = None
+    learned_inflight: int | None = None
+    stall_streak: list[int] = field(default_factory=list)
+
+
+class EdgeMetrics:
+    def __init__(self, service: EdgeService) -> None:
+        r = self.registry = CollectorRegistry()
+        p = "parkmon_edge_"
+        self.checkpoints = Counter(p + "checkpoints", "checkpoints taken", registry=r)
+        self.checkpoint_seconds = Histogram(
+            p + "checkpoint_seconds", "InfluxDB write + state persist + ack of one checkpoint",
+            registry=r, buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 30))
+        self.points_written = Counter(p + "points_written", "points written to InfluxDB",
+                                      registry=r)
+        self.messages_acked = Counter(p + "messages_acked",
+                                      "MQTT messages acknowledged after a checkpoint", registry=r)
+        self.influx_failures = Counter(p + "influx_failures",
+                                       "checkpoints that failed to write to InfluxDB", registry=r)
+        self.unacked = Gauge(p + "unacked_messages", "MQTT messages fed, not yet acknowledged",
+                             registry=r)
+        self.mqtt_connected = Gauge(p + "mqtt_connected", "1 while connected to the broker",
+                                    registry=r)
+        self.watermark = Gauge(p + "watermark_ms", "event-time watermark (epoch ms)", registry=r)
+        r.register(_PipelineCollector(service))
+
+
+class _PipelineCollector:
+    """The pipeline's own counters (restored with a checkpoint), read at scrape time."""
+
+    def __init__(self, service: EdgeService) -> None:
+        self._svc = service
+
+    def describe(self) -> list[Any]:
+        return []
+
+    def collect(self) -> Iterable[Any]:
+        view = self._svc.stats_view
+        p = "parkmon_edge_"
+        for name, help_text in (("messages", "MQTT messages fed to the pipeline"),
+                                ("readings", "readings received"),
+                                ("accepted", "readings accepted (valid, not duplicates)"),
+                                ("duplicates", "readings recognised as duplicates"),
+                                ("late_beyond_grace", "readings later than the grace period"),
+                                ("window_results", "meter window results (incl. corrections)"),
+                                ("kpi_results", "indicator results"),
+                                ("detector_events", "detector events"),
+                                ("notifications", "alert notifications")):
+            yield CounterMetricFamily(p + name, help_text, value=view.get(name, 0))
+        rej = CounterMetricFamily(p + "rejected", "readings rejected, by reason",
+                                  labels=["reason"])
+        for reason, n in sorted(view.get("rejected", {}).items()):
+            rej.add_metric([reason], n)
+        yield rej
+        yield GaugeMetricFamily(p + "queue", "MQTT messages received, not yet fed",
+                                value=self._svc.inbox.qsize())
+
+
+# -- the service ---------------------------------------------------------------------------------
+class EdgeService:
+    def __init__(self, park: Any, settings: EdgeSettings | None = None, *,
+                 mqtt_settings: MqttSettings | None = None,
+                 influx: InfluxSettings | None = None,
+                 point_writer: Any = None,
+                 alert_service: Any = None,
+                 now_ms: Callable[[], int] = wall_ms) -> None:
+        """point_writer: object with write(points) (default: streams.influx_sink.InfluxSink on
+        PARKMON_INFLUX_*). alert_service: an AlertService (default: built from PARKMON_ALERTS_*)."""
+        from ingest.validate import Limits
+        from parkmon.edge import EdgePipeline
+
+        self.park = park
+        self.s = settings or EdgeSettings()
+        self.mqtt_settings = mqtt_settings or MqttSettings()
+        self.influx = influx or InfluxSettings()
+        self.now_ms = now_ms
+        self.store = CheckpointStore(self.s.state_dir)
+        self.sink = BufferSink()
+        self.writer = point_writer if point_writer is not None else self._influx_writer()
+        self.delivery: Any = None
+        self.alerts = alert_service if alert_service is not None else self._alert_service()
+        self.pipe = EdgePipeline(
+            park, now_ms=now_ms, alerts=self.alerts, sink=self.sink,
+            base_window_ms=self.s.base_window_ms, grace_ms=self.s.grace_ms,
+            dedup_per_meter=self.s.dedup_per_meter,
+            limits=Limits(max_payload_bytes=self.s.max_payload_bytes,
+                          max_future_ms=self.s.max_future_ms, max_past_ms=self.s.max_past_ms,
+                          counter_reset_fraction=self.s.counter_reset_fraction))
+        self.wm = Watermark(self.s.watermark_lag_ms, int(self.s.idle_after_s * 1000),
+                            self.s.idle_clock_rate)
+        self.inbox: queue.Queue[_Msg] = queue.Queue()
+        self.unacked: list[_Msg] = []
+        self.cp = CheckpointStats()
+        self.stop_event = threading.Event()
+        self.draining = False
+        self.stats_view: dict[str, Any] = {}
+        self.metrics = EdgeMetrics(self)
+        self.health: Any = None
+        self._loop_alive_wall = now_ms()
+        self._last_advance_wm: int | None = None
+        self._last_tick_wall = 0
+        self._last_msg_wall = now_ms()
+        self._last_cp_wall = now_ms()
+        self._changed = False
+        self._influx_retry_at = 0
+        self._detector_version = detector_code_version()
+        from ingest.mqtt_in import MqttIn, subscription_topic
+
+        gw = GatewaySettings().model_copy(update={
+            "receive_maximum": max(1, self.s.checkpoint_messages),
+            "keepalive_s": self.s.keepalive_s})
+        self.mqtt = MqttIn(self.mqtt_settings, gw, subscription_topic(park.id, None),
+                           self._on_message, self._on_connection)
+
+    # -- construction helpers ---------------------------------------------------------------
+    def _influx_writer(self) -> Any:
+        from streams.influx_sink import InfluxSink
+
+        token = self.influx.token.get_secret_value() if self.influx.token else ""
+        return InfluxSink.connect(self.influx.url, token, self.influx.org, self.influx.bucket,
+                                  max_total_s=self.s.influx_max_retry_s)
+
+    def _alert_service(self) -> Any:
+        from alerts.cli import AlertsSettings, build_endpoints
+        from alerts.delivery.outbox import Outbox
+        from alerts.delivery.ssrf import SsrfPolicy
+        from alerts.delivery.webhook import RetryPolicy
+        from alerts.delivery.worker import DeliveryThread
+        from alerts.lifecycle import LifecycleConfig
+        from alerts.service import AlertService, AlertServiceConfig
+
+        a = AlertsSettings()
+        endpoints = build_endpoints(a)
+        db = a.db if "db" in a.model_fields_set else str(self.store.dir / "alerts-outbox.sqlite")
+        config = AlertServiceConfig(
+            lifecycle=LifecycleConfig(group_wait_ms=a.group_wait_ms,
+                                      group_interval_ms=a.group_interval_ms,
+                                      repeat_interval_ms=a.repeat_interval_ms),
+            retry=RetryPolicy(initial_backoff_ms=a.backoff_initial_ms,
+                              max_backoff_ms=a.backoff_max_ms,
+                              give_up_after_ms=a.give_up_after_ms))
+        ssrf = SsrfPolicy(allow_loopback=a.allow_loopback, allow_private=a.allow_private,
+                          allow_link_local=a.allow_link_local)
+        annotations = None
+        if self.s.influx_alerts:
+            from alerts.influx_annotations import InfluxAnnotationWriter
+
+            token = self.influx.token.get_secret_value() if self.influx.token else ""
+            annotations = InfluxAnnotationWriter(self.influx.url, token, self.influx.org,
+                                                 self.influx.bucket)
+        service = AlertService.create(self.park, db, endpoints, now_ms=self.now_ms,
+                                      config=config, ssrf=ssrf, annotations=annotations)
+        if endpoints:
+            self.delivery = DeliveryThread(lambda: service.make_worker(Outbox(db, self.now_ms)),
+                                           self.now_ms)
+        else:
+            log.warning("no webhook endpoints (PARKMON_ALERTS_ENDPOINTS): notifications stay in "
+                        "the outbox %s", db)
+        return service
+
+    # -- MQTT (paho's network thread) ---------------------------------------------------------
+    def _on_message(self, topic: str, payload: bytes, mid: int, qos: int, generation: int) -> None:
+        if self.draining:
+            return  # not fed, not acknowledged: the broker redelivers it to the next session
+        self.inbox.put(_Msg(topic, payload, mid, qos, generation))
+
+    def _on_connection(self, up: bool) -> None:
+        self.metrics.mqtt_connected.set(1 if up else 0)
+
+    # -- checkpoints ---------------------------------------------------------------------------
+    def restore(self) -> bool:
+        doc = self.store.load()
+        if doc is None:
+            log.info("no checkpoint: starting empty", extra={"event": "fresh_start",
+                                                             "path": str(self.store.path)})
+            return False
+        if doc.get("park") != self.park.id:
+            raise ParkmonError(f"{self.store.path} is the checkpoint of park {doc.get('park')!r}, "
+                               f"not {self.park.id!r}; use another PARKMON_EDGE_STATE_DIR")
+        self.pipe.restore(doc["pipeline"])
+        restored_detectors = False
+        if doc.get("detector_version") == self._detector_version and doc.get("monitor"):
+            try:
+                self.pipe.monitor = pickle.loads(doc["monitor"])  # noqa: S301 - own state file
+                restored_detectors = True
+            except Exception as exc:  # noqa: BLE001 - fall back to re-learning
+                log.warning("detector state not restored (%s): detectors re-learn", exc)
+        else:
+            log.warning("detector code changed since the checkpoint: detectors re-learn",
+                        extra={"event": "detectors_reset"})
+        self.wm.value = doc.get("watermark_ms")
+        self.wm.event_max_ms = self.pipe.max_ts_ms
+        self._last_advance_wm = doc.get("last_advance_wm")
+        self.cp.seq = self.cp.restored_seq = int(doc["seq"])
+        self.cp.restored_detectors = restored_detectors
+        self._refresh_stats()
+        log.info("checkpoint restored", extra={
+            "event": "restored", "seq": self.cp.seq, "written_ms": doc.get("written_ms"),
+            "watermark_ms": self.wm.value, "detectors": restored_detectors,
+            "readings": self.pipe.counters.readings})
+        return True
+
+    def checkpoint(self, reason: str) -> bool:
+        """Points to InfluxDB, then state to disk, then MQTT acks. False if InfluxDB failed."""
+        from parkmon.errors import SinkBackpressure, SinkError
+
+        t0 = time.perf_counter()
+        points = self.sink.take()
+        try:
+            self.writer.write(points)
+        except (SinkError, SinkBackpressure) as exc:
+            self.sink.put_back(points)
+            self.cp.influx_failures += 1
+            self.cp.last_error = str(exc)
+            self.metrics.influx_failures.inc()
+            self._influx_retry_at = self.now_ms() + 5_000
+            log.error("checkpoint postponed: InfluxDB write failed", extra={
+                "event": "influx_failed", "error": str(exc), "points": len(points),
+                "unacked": len(self.unacked)})
+            return False
+        self.cp.last_error = None
+        self.cp.seq += 1
+        doc = {"format": CHECKPOINT_FORMAT, "park": self.park.id, "seq": self.cp.seq,
+               "written_ms": self.now_ms(), "pipeline": self.pipe.snapshot(),
+               "monitor": pickle.dumps(self.pipe.monitor, protocol=pickle.HIGHEST_PROTOCOL),
+               "detector_version": self._detector_version, "watermark_ms": self.wm.value,
+               "last_advance_wm": self._last_advance_wm}
+        size = self.store.save(doc)
+        acked = 0
+        for msg in self.unacked:
+            if self.mqtt.ack(msg.mid, msg.qos, msg.generation):
+                acked += 1
+        self.unacked = []
+        # outputs are in InfluxDB now; keep memory bounded
+        self.pipe.windows.clear()
+        self.pipe.kpis.clear()
+        self.pipe.events.clear()
+        self.pipe.notifications.clear()
+        self._changed = False
+        self._last_cp_wall = self.now_ms()
+        c = self.cp
+        c.count += 1
+        c.last_wall_ms = self._last_cp_wall
+        c.last_bytes = size
+        c.points_written += len(points)
+        c.messages_acked += acked
+        m = self.metrics
+        m.checkpoints.inc()
+        m.points_written.inc(len(points))
+        m.messages_acked.inc(acked)
+        m.unacked.set(0)
+        m.checkpoint_seconds.observe(time.perf_counter() - t0)
+        log.debug("checkpoint", extra={"event": "checkpoint", "seq": c.seq, "reason": reason,
+                                       "points": len(points), "acked": acked, "bytes": size})
+        return True
+
+    def _checkpoint_limit(self) -> int:
+        lim = self.s.checkpoint_messages
+        if self.cp.learned_inflight is not None:
+            lim = min(lim, self.cp.learned_inflight)
+        return max(1, lim)
+
+    def _learn_stall(self, n: int) -> None:
+        """A pause with exactly the same number of unacknowledged messages twice in a row, below
+        our limit: the broker's in-flight limit. Checkpoint at it from now on."""
+        streak = self.cp.stall_streak
+        streak.append(n)
+        del streak[:-2]
+        if len(streak) == 2 and streak[0] == streak[1] and n < self._checkpoint_limit():
+            self.cp.learned_inflight = n
+            log.warning("broker in-flight limit appears to be %d messages (below "
+                        "PARKMON_EDGE_CHECKPOINT_MESSAGES=%d): checkpointing every %d messages",
+                        n, self.s.checkpoint_messages, n,
+                        extra={"event": "inflight_limit", "limit": n})
+
+    # -- main loop -------------------------------------------------------------------------------
+    def _subscribed(self) -> bool:
+        return bool(self.mqtt.connected and self.mqtt.subscribed.is_set())
+
+    def _advance(self, wall: int, force: bool = False) -> None:
+        self.wm.observe(self.pipe.max_ts_ms, wall)
+        wm = self.wm.at(wall, may_idle=self._subscribed() and self.inbox.empty())
+        if wm is None:
+            return
+        due = self._last_advance_wm is None or wm - self._last_advance_wm >= \
+            self.s.advance_every_ms
+        if due or (force and wm != self._last_advance_wm):
+            self._last_advance_wm = wm
+            self.pipe.advance(wm)
+            self._changed = True
+        elif force and self.alerts is not None:
+            self.alerts.tick()
+        self.metrics.watermark.set(wm)
+
+    def _feed(self, m: _Msg) -> None:
+        try:
+            self.pipe.feed(m.topic, m.payload)
+        except Exception as exc:  # a bug must not stop the service nor block the session
+            self.pipe.counters.rejected["processing_error"] += 1
+            log.exception("processing failed", extra={"event": "processing_error",
+                                                      "mqtt_topic": m.topic, "error": repr(exc)})
+        self.unacked.append(m)
+        self._changed = True
+
+    def step(self, timeout_s: float) -> None:
+        """One iteration: feed what arrived (up to the checkpoint limit), advance, checkpoint."""
+        wall = self.now_ms()
+        self._loop_alive_wall = wall
+        fed = 0
+        limit = self._checkpoint_limit()
+        try:
+            m = self.inbox.get(timeout=timeout_s)
+        except queue.Empty:
+            m = None
+        while m is not None:
+            self._feed(m)
+            fed += 1
+            if len(self.unacked) >= limit:
+                break
+            try:
+                m = self.inbox.get_nowait()
+            except queue.Empty:
+                m = None
+        wall = self.now_ms()
+        if fed:
+            self._last_msg_wall = wall
+            self.wm.observe(self.pipe.max_ts_ms, wall)
+            self._advance(wall)
+        if wall - self._last_tick_wall >= self.s.tick_interval_s * 1000:
+            self._last_tick_wall = wall
+            self._advance(wall, force=True)
+            if self.delivery is not None and self.pipe.notifications:
+                self.delivery.wake()
+            self._refresh_stats()
+        self.metrics.unacked.set(len(self.unacked))
+        if wall < self._influx_retry_at:
+            return
+        n = len(self.unacked)
+        if n >= limit:
+            self.cp.stall_streak.clear()
+            self.checkpoint("messages")
+        elif n and wall - self._last_msg_wall >= self.s.stall_s * 1000:
+            self._learn_stall(n)
+            self.checkpoint("pause")
+        elif (self._changed or n or len(self.sink)) and \
+                wall - self._last_cp_wall >= self.s.checkpoint_interval_s * 1000:
+            self.checkpoint("interval")
+
+    def _refresh_stats(self) -> None:
+        c = self.pipe.counters
+        self.stats_view = {"messages": c.messages, "readings": c.readings,
+                           "accepted": c.accepted, "duplicates": c.duplicates,
+                           "rejected": dict(c.rejected), "late_beyond_grace": c.late_beyond_grace,
+                           "window_results": c.window_results, "kpi_results": c.kpi_results,
+                           "detector_events": c.detector_events,
+                           "notifications": c.notifications}
+
+    def health_status(self) -> tuple[bool, dict[str, Any]]:
+        now = self.now_ms()
+        loop_ok = now - self._loop_alive_wall < 30_000
+        influx_ok = self.cp.last_error is None
+        ok = self._subscribed() and influx_ok and loop_ok and not self.draining
+        return ok, {"park": self.park.id, "mqtt_connected": self.mqtt.connected,
+                    "mqtt_subscribed": self.mqtt.subscribed.is_set(), "influx_ok": influx_ok,
+                    "influx_error": self.cp.last_error, "loop_ok": loop_ok,
+                    "draining": self.draining, "unacked": len(self.unacked),
+                    "queue": self.inbox.qsize(), "watermark_ms": self.wm.value,
+                    "max_ts_ms": self.pipe.max_ts_ms, "checkpoints": self.cp.count,
+                    "checkpoint_seq": self.cp.seq, "restored_seq": self.cp.restored_seq,
+                    "restored_detectors": self.cp.restored_detectors,
+                    "learned_inflight": self.cp.learned_inflight,
+                    "mqtt_error": self.mqtt.last_error, **self.stats_view}
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def start(self) -> None:
+        from ingest.metrics import HealthServer
+
+        self.restore()
+        if self.s.metrics_port >= 0:
+            self.health = HealthServer(self.s.metrics_host, self.s.metrics_port,
+                                       self.metrics.registry, self.health_status)
+            self.health.start()
+            log.info("metrics endpoint", extra={"event": "http", "host": self.s.metrics_host,
+                                                "port": self.health.port})
+        if self.delivery is not None:
+            self.delivery.start()
+        self.mqtt.start()
+        log.info("edge started", extra={
+            "event": "started", "park": self.park.id, "subscription": self.mqtt.subscription,
+            "mqtt": f"{self.mqtt_settings.host}:{self.mqtt_settings.port}",
+            "client_id": self.mqtt_settings.client_id, "influx": self.influx.url,
+            "bucket": self.influx.bucket, "state": str(self.store.path)})
+
+    def run(self) -> int:
+        """Start, process until `stop_event`, then shut down cleanly. Returns an exit code."""
+        self.start()
+        was_subscribed = False
+        try:
+            while not self.stop_event.is_set():
+                sub = self._subscribed()
+                if sub and not was_subscribed:
+                    self.wm.hold(self.now_ms())  # no idle advance before the backlog arrives
+                was_subscribed = sub
+                self.step(timeout_s=0.05)
+        finally:
+            code = self.shutdown()
+        return code
+
+    def shutdown(self) -> int:
+        """Stop feeding, final checkpoint (points, state, acks), disconnect."""
+        self.draining = True
+        ok = True
+        try:
+            if self.unacked or self._changed or len(self.sink):
+                ok = self.checkpoint("shutdown")
+        finally:
+            time.sleep(0.2)  # let paho's thread send the acknowledgements before DISCONNECT
+            self.mqtt.stop()
+            if self.delivery is not None:
+                self.delivery.stop()
+                self.delivery.join(timeout=10)
+            if self.alerts is not None:
+                self.alerts.close()
+            if self.health is not None:
+                self.health.stop()
+        left = self.inbox.qsize()
+        log.info("edge stopped", extra={"event": "stopped", "final_checkpoint": ok,
+                                        "not_fed": left, "seq": self.cp.seq,
+                                        "readings": self.pipe.counters.readings})
+        return 0 if ok else 1
+
+
+# -- command line --------------------------------------------------------------------------------
+def main(argv: list[str]) -> int:
+    """`parkmon edge --park FILE`: see the module documentation and docs/edge-mode.md."""
+    import argparse
+    import signal
+    import sys
+
+    from pydantic import ValidationError
+
+    from ingest.cli import setup_logging
+    from parkmon.errors import ConfigError, ParkFileError
+
+    ap = argparse.ArgumentParser(
+        prog="parkmon edge", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Run the whole monitor in one process on live MQTT (QoS 1, persistent "
+                    "session, manual ack), writing windows and indicators to InfluxDB and "
+                    "delivering alerts to webhooks. Configuration: PARKMON_EDGE_*, "
+                    "PARKMON_MQTT_*, PARKMON_INFLUX_*, PARKMON_ALERTS_* (docs/edge-mode.md). "
+                    "Exit codes: 0 clean stop, 1 final checkpoint failed, 2 bad configuration.")
+    ap.add_argument("--park", help="park file (YAML); default PARKMON_EDGE_PARK_FILE")
+    ap.add_argument("--state-dir", help="checkpoint directory; default PARKMON_EDGE_STATE_DIR")
+    ap.add_argument("--client-id", help="MQTT client id (names the persistent session); "
+                    "default PARKMON_MQTT_CLIENT_ID or parkmon-edge-<park>")
+    ap.add_argument("--metrics-port", type=int, help="port of /metrics and /healthz (0: any "
+                    "free port, -1: off); default PARKMON_EDGE_METRICS_PORT or 9110")
+    ap.add_argument("--log-level", help="DEBUG, INFO, WARNING (default INFO)")
+    args = ap.parse_args(argv)
+    try:
+        s = EdgeSettings()
+        mq = MqttSettings()
+        influx = InfluxSettings()
+    except ValidationError as exc:
+        print(f"parkmon edge: bad setting in the environment:\n{exc}", file=sys.stderr)
+        return 2
+    over: dict[str, Any] = {}
+    for opt, key in (("park", "park_file"), ("state_dir", "state_dir"),
+                     ("metrics_port", "metrics_port"), ("log_level", "log_level")):
+        if getattr(args, opt) is not None:
+            over[key] = getattr(args, opt)
+    s = s.model_copy(update=over)
+    setup_logging(s.log_level)
+    if not s.park_file:
+        print("parkmon edge: no park file; pass --park FILE or set PARKMON_EDGE_PARK_FILE",
+              file=sys.stderr)
+        return 2
+    from parkmon.park import load_park
+
+    try:
+        park = load_park(s.park_file)
+    except ParkFileError as exc:
+        print(f"parkmon edge: park file is not valid:\n{exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"parkmon edge: cannot read park file {s.park_file!r}: {exc}", file=sys.stderr)
+        return 2
+    if args.client_id:
+        mq = mq.model_copy(update={"client_id": args.client_id})
+    elif "client_id" not in mq.model_fields_set:
+        mq = mq.model_copy(update={"client_id": f"parkmon-edge-{park.id}"})
+    try:
+        service = EdgeService(park, s, mqtt_settings=mq, influx=influx)
+    except (ConfigError, ParkmonError) as exc:
+        print(f"parkmon edge: {exc}", file=sys.stderr)
+        return 2
+
+    def _stop(signum: int, _frame: Any) -> None:
+        log.info("signal received", extra={"event": "signal",
+                                           "signal": signal.Signals(signum).name})
+        service.stop_event.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    try:
+        return service.run()
+    except ParkmonError as exc:
+        print(f"parkmon edge: {exc}", file=sys.stderr)
+        return 2

@@ -1,0 +1,307 @@
+"""Test and benchmark helpers for `parkmon edge` (used by tests/integration/test_edge_mode.py,
+tests/e2e/test_edge_crash.py and `parkmon edge` figures in docs/edge-mode.md).
+
+- `fleet_messages`: a simulated run as the exact MQTT messages a fleet sends (one batch per
+  enterprise per simulation step, malformed payloads alone), with the readings of each;
+- `publish`: those messages over real MQTT (QoS 1), optionally paced;
+- `EdgeProcess`: `parkmon edge` as a subprocess (start, health, SIGTERM, kill -9);
+- `reference_points`: the same messages through an in-process EdgePipeline (expected results);
+- `query_points`: what InfluxDB holds (Flux), in the same shape;
+- `WebhookReceiver`: a loopback HTTP server that records POSTed JSON bodies.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+from parkmon.contracts import mqtt_topic
+
+PointKey = tuple[str, tuple[tuple[str, str], ...], int]
+
+
+@dataclass
+class FleetMessage:
+    topic: str
+    payload: bytes
+    readings: list[Any] = field(default_factory=list)  # SimReading (empty for malformed)
+
+
+def fleet_messages(park: Any, scenario: Any, *, start_ms: int, duration_ms: int,
+                   seed: int | None = None) -> tuple[list[FleetMessage], list[Any]]:
+    """(messages in send order, labels). Per simulation step, one batch per enterprise."""
+    from simulators.fleet import Fleet
+
+    if seed is None:
+        seed = scenario.seed if scenario is not None and scenario.seed is not None else 0
+    fleet = Fleet(park, seed=seed, start_ms=start_ms, scenario=scenario)
+    out: list[FleetMessage] = []
+
+    def emit(step: list[Any]) -> None:
+        buffers: dict[str, list[Any]] = {}
+        for r in step:
+            if r.raw is not None:
+                out.append(FleetMessage(mqtt_topic(park.id, r.enterprise), r.raw))
+                continue
+            buffers.setdefault(r.enterprise, []).append(r)
+        for ent, rs in buffers.items():
+            body = {"v": 1, "source": "edge-test", "readings": [r.payload() for r in rs]}
+            out.append(FleetMessage(mqtt_topic(park.id, ent),
+                                    json.dumps(body, separators=(",", ":")).encode(), rs))
+
+    for step in fleet.batches(start_ms + duration_ms):
+        emit(step)
+    emit(fleet.drain())
+    return out, fleet.labels
+
+
+def publish(messages: list[FleetMessage], host: str, port: int, *, client_id: str,
+            per_s: float | None = None, stop: threading.Event | None = None,
+            on_progress: Callable[[int], None] | None = None, timeout_s: float = 120.0) -> int:
+    """Publish with QoS 1 (optionally `per_s` messages per second); wait until the broker has
+    acknowledged every one. Returns how many were published."""
+    import paho.mqtt.client as mqtt
+
+    acked = threading.Semaphore(0)
+    connected = threading.Event()
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
+                    protocol=mqtt.MQTTv311, clean_session=True)
+    c.max_inflight_messages_set(200)
+    c.max_queued_messages_set(0)
+    c.on_connect = lambda *a: connected.set()
+    c.on_publish = lambda *a: acked.release()
+    c.connect(host, port)
+    c.loop_start()
+    try:
+        if not connected.wait(10):
+            raise RuntimeError("publisher could not connect")
+        t0 = time.monotonic()
+        n = 0
+        for i, m in enumerate(messages):
+            if stop is not None and stop.is_set():
+                break
+            if per_s:
+                delay = t0 + i / per_s - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+            info = c.publish(m.topic, m.payload, qos=1)
+            if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
+                raise RuntimeError(f"publish failed: {mqtt.error_string(info.rc)}")
+            n += 1
+            if on_progress is not None:
+                on_progress(n)
+        deadline = time.monotonic() + timeout_s
+        for _ in range(n):
+            if not acked.acquire(timeout=max(0.1, deadline - time.monotonic())):
+                raise RuntimeError("broker did not acknowledge every published message")
+        return n
+    finally:
+        c.disconnect()
+        c.loop_stop()
+
+
+def drop_session(host: str, port: int, client_id: str) -> None:
+    """End a persistent MQTT session (and its queued messages) on the broker."""
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+    props = Properties(PacketTypes.CONNECT)
+    props.SessionExpiryInterval = 0
+    try:
+        c.connect(host, port, clean_start=True, properties=props)
+        c.loop(1.0)
+        c.disconnect()
+    except OSError:
+        pass
+
+
+# -- expected results ------------------------------------------------------------------------
+def reference_pipeline(park: Any, messages: list[FleetMessage], *, final_ms: int,
+                       **kw: Any) -> Any:
+    """The same messages through one uninterrupted in-process EdgePipeline (no alerts), then
+    event time advanced to `final_ms`. Returns the pipeline (windows, kpis)."""
+    from parkmon.edge import EdgePipeline
+
+    def now() -> int:
+        return time.time_ns() // 1_000_000
+
+    pipe = EdgePipeline(park, now_ms=now, **kw)
+    last = None
+    for m in messages:
+        pipe.feed(m.topic, m.payload)
+        if pipe.max_ts_ms is not None and (last is None or pipe.max_ts_ms - last >= 10_000):
+            last = pipe.max_ts_ms
+            pipe.advance(last)
+    pipe.advance(final_ms, force_kpis=True)
+    return pipe
+
+
+def reference_points(park: Any, pipe: Any) -> dict[PointKey, dict[str, Any]]:
+    from streams.core.points import to_points
+
+    outs = list(pipe.windows.values()) + list(pipe.kpis.values())
+    return {p.series_key: dict(p.fields) for p in to_points(park.id, outs)}
+
+
+def query_points(url: str, token: str, org: str, bucket: str, start_ms: int,
+                 measurements: tuple[str, ...] = ("meter_window", "kpi")
+                 ) -> dict[PointKey, dict[str, Any]]:
+    """Every point of `measurements` in the bucket since start_ms, keyed like PointSpec."""
+    from influxdb_client import InfluxDBClient
+
+    meas = " or ".join(f'r._measurement == "{m}"' for m in measurements)
+    flux = (f'from(bucket: "{bucket}") |> range(start: time(v: {start_ms * 1_000_000}))'
+            f" |> filter(fn: (r) => {meas})")
+    out: dict[PointKey, dict[str, Any]] = {}
+    with InfluxDBClient(url=url, token=token, org=org, timeout=60_000) as client:
+        for table in client.query_api().query(flux, org=org):
+            for rec in table.records:
+                v = rec.values
+                tags = tuple(sorted((k, str(val)) for k, val in v.items()
+                                    if k not in ("result", "table", "_start", "_stop", "_time",
+                                                 "_value", "_field", "_measurement")
+                                    and val is not None))
+                ts = int(rec.get_time().timestamp() * 1000)
+                key = (str(rec.get_measurement()), tags, ts)
+                out.setdefault(key, {})[str(rec.get_field())] = rec.get_value()
+    return out
+
+
+# -- the edge process ------------------------------------------------------------------------
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def webhook_secret() -> str:
+    return "whsec_" + base64.b64encode(os.urandom(24)).decode()
+
+
+class EdgeProcess:
+    """`parkmon edge` as a subprocess with the given environment (logs to `log_path`)."""
+
+    def __init__(self, park_file: str | Path, env: dict[str, str], log_path: str | Path,
+                 metrics_port: int | None = None) -> None:
+        self.park_file = str(park_file)
+        self.port = metrics_port or free_port()
+        self.env = {**os.environ, **env, "PARKMON_EDGE_METRICS_PORT": str(self.port)}
+        self.log_path = Path(log_path)
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+
+    def start(self) -> None:
+        self.starts += 1
+        fh = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child
+        fh.write(f"--- start {self.starts}\n".encode())
+        fh.flush()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "parkmon.cli", "edge", "--park", self.park_file],
+            env=self.env, stdout=fh, stderr=subprocess.STDOUT)
+        fh.close()
+
+    def health(self) -> dict[str, Any] | None:
+        import httpx
+
+        try:
+            r = httpx.get(f"http://127.0.0.1:{self.port}/healthz", timeout=2.0)
+        except httpx.HTTPError:
+            return None
+        data: dict[str, Any] = r.json()
+        data["_http_status"] = r.status_code
+        return data
+
+    def metrics_text(self) -> str:
+        import httpx
+
+        return httpx.get(f"http://127.0.0.1:{self.port}/metrics", timeout=2.0).text
+
+    def wait(self, pred: Callable[[dict[str, Any]], bool], timeout_s: float,
+             what: str) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout_s
+        last: dict[str, Any] | None = None
+        while time.monotonic() < deadline:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise AssertionError(f"edge process exited ({self.proc.returncode}) while "
+                                     f"waiting for {what}; log:\n{self.log_tail()}")
+            h = self.health()
+            if h is not None:
+                last = h
+                if pred(h):
+                    return h
+            time.sleep(0.2)
+        raise AssertionError(f"timed out waiting for {what}; last health {last}; log:\n"
+                             f"{self.log_tail()}")
+
+    def wait_ready(self, timeout_s: float = 60.0) -> dict[str, Any]:
+        return self.wait(lambda h: h["_http_status"] == 200, timeout_s, "a healthy edge")
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=30)
+
+    def terminate(self, timeout_s: float = 60.0) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=timeout_s)
+
+    def log_tail(self, n: int = 4000) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-n:]
+        except OSError:
+            return ""
+
+
+# -- webhook receiver ------------------------------------------------------------------------
+class WebhookReceiver:
+    """Records the JSON body and headers of every POST; answers 200."""
+
+    def __init__(self) -> None:
+        received: list[dict[str, Any]] = []
+        lock = threading.Lock()
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server API
+                body = self.rfile.read(int(self.headers.get("content-length", "0")))
+                with lock:
+                    received.append({"headers": {k.lower(): v for k, v in self.headers.items()},
+                                     "body": json.loads(body)})
+                self.send_response(200)
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+                return None
+
+        self.received = received
+        self._srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._srv.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self._srv.server_address[1]}/hook"
+        self._thread = threading.Thread(target=self._srv.serve_forever, daemon=True)
+
+    def __enter__(self) -> WebhookReceiver:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._srv.shutdown()
+        self._srv.server_close()
+
+    def bodies(self) -> list[dict[str, Any]]:
+        return [r["body"] for r in list(self.received)]
