@@ -12,7 +12,13 @@ from pydantic import BaseModel, ConfigDict
 
 
 class DetectorConfig(BaseModel):
+    """Counts of samples (`*_samples`, half-lives, `profile_alpha`) are given at the reference
+    period of 10 s; a side sampled every p seconds scales them to the same durations (a warm-up of
+    720 samples is 2 h whatever the period), except `min_samples` and `crosscheck_samples`, which
+    count evidence and stay as they are."""
+
     model_config = ConfigDict(frozen=True, extra="forbid")
+    reference_period_s: float = 10.0
 
     # --- baseline (baseline.py) ---------------------------------------------------------------
     season: Literal["auto", "none", "day", "week"] = "auto"

@@ -36,15 +36,26 @@ class SideStep:
 
 class DropDetector:
     __slots__ = ("cfg", "baseline", "noise", "cusum", "state", "alarm_start_ms", "alarm_ms",
-                 "magnitude", "recent", "_pending", "_ok_run", "_sigma_for_h", "_k", "_h")
+                 "magnitude", "recent", "_pending", "_ok_run", "_sigma_for_h", "_k", "_h",
+                 "_warmup", "_learn_delay", "_resolve", "_min_bin")
 
     def __init__(self, cfg: DetectorConfig | None = None, season: str = "day", tz: str = "UTC",
-                 prior: Callable[[int], float] | None = None) -> None:
+                 prior: Callable[[int], float] | None = None, step_ms: int = 10_000) -> None:
         self.cfg = cfg or DetectorConfig()
         c = self.cfg
-        self.baseline = SeasonalBaseline(season, c.level_half_life_samples, c.profile_alpha, tz,
-                                         prior, c.season_bin_ms)
-        self.noise = RobustLevel(c.level_half_life_samples / 2)
+        ratio = c.reference_period_s * 1000.0 / max(step_ms, 1)  # samples per reference sample
+
+        def n(count: float, least: int = 1) -> int:
+            return max(least, round(count * ratio))
+
+        self._warmup = n(c.warmup_samples, 2)
+        self._learn_delay = n(c.learn_delay_samples)
+        self._resolve = n(c.resolve_samples, 2)
+        self._min_bin = n(c.min_bin_samples) if c.min_bin_samples > 0 else 0
+        half_life = max(c.level_half_life_samples * ratio, 10.0)
+        alpha = 1.0 - (1.0 - c.profile_alpha) ** (1.0 / ratio) if ratio > 0 else c.profile_alpha
+        self.baseline = SeasonalBaseline(season, half_life, alpha, tz, prior, c.season_bin_ms)
+        self.noise = RobustLevel(half_life / 2)
         self.cusum = LowerCusum(1.0, c.h_min, c.min_samples)
         self._sigma_for_h = -1.0
         self._k = 1.0
@@ -104,12 +115,12 @@ class DropDetector:
         self.recent.append((ts_ms, r))
         if self.state == "warmup":
             self._learn(ts_ms, x, r)
-            if self.baseline.n >= c.warmup_samples:
+            if self.baseline.n >= self._warmup:
                 self.state = "normal"
             return SideStep(ts_ms, x, e, r)
         if self.state == "normal" and (
                 self.baseline.profile.counts[self.baseline.profile.bin(ts_ms)]
-                < c.min_bin_samples):
+                < self._min_bin):
             self._learn(ts_ms, x, r)  # this bin of the season is still being learned
             return SideStep(ts_ms, x, e, r)
         if self.state == "normal":
@@ -130,8 +141,8 @@ class DropDetector:
                 self._ok_run = 0
                 return SideStep(ts_ms, x, e, r, alarm_started=True, in_alarm=True)
             if self.cusum.s < 0.5 * self.cusum.h:
-                self._commit(c.learn_delay_samples)
-            elif len(self._pending) > 4 * c.learn_delay_samples + 2000:
+                self._commit(self._learn_delay)
+            elif len(self._pending) > 4 * self._learn_delay + 2000:
                 self._pending.popleft()
             return SideStep(ts_ms, x, e, r)
         # alarm
@@ -140,7 +151,7 @@ class DropDetector:
             self._ok_run += 1
         else:
             self._ok_run = 0
-        if self._ok_run >= c.resolve_samples:
+        if self._ok_run >= self._resolve:
             self.end_alarm()
             return SideStep(ts_ms, x, e, r, recovered=True)
         return SideStep(ts_ms, x, e, r, in_alarm=True)

@@ -82,11 +82,13 @@ class _Side:
         self.name = name
         self.specs = {s.id: s for s in specs}
         self.step_ms = int(min((s.period_s for s in specs), default=10.0) * 1000) or 10_000
-        self.rates: dict[str, deque[tuple[int, float]]] = {s.id: deque() for s in specs}
+        # bounded: while one meter is silent the others' rates pile up until the side steps again
+        self.rates: dict[str, deque[tuple[int, float]]] = {
+            s.id: deque(maxlen=4096) for s in specs}
         self.counters = {s.id: CounterRate(s.rollover) for s in specs if s.kind == "counter"}
         self.health = {s.id: MeterHealth(s.id, s.kind, s.period_s, s.range_min, s.range_max, cfg)
                        for s in specs}
-        self.detector = DropDetector(cfg, season, tz, prior)
+        self.detector = DropDetector(cfg, season, tz, prior, self.step_ms)
         self.next_ms: int | None = None
         self.last: SideStep | None = None
         self.ref_rates: dict[str, float] = {}  # per-meter EW rate while the exchange is quiet

@@ -83,3 +83,19 @@ def test_detector_does_not_learn_from_the_drop_it_flags():
         ts += STEP
     assert flagged and det.state == "alarm"
     assert det.baseline.expected(ts) == pytest.approx(before, rel=0.005)
+
+
+@pytest.mark.parametrize("step_ms", [10_000, 60_000])
+def test_warm_up_lasts_the_same_time_whatever_the_sampling(step_ms):
+    cfg = DetectorConfig(season="none")
+    det = DropDetector(cfg, season="none", step_ms=step_ms)
+    warm_ms = cfg.warmup_samples * cfg.reference_period_s * 1000
+    ts = 0
+    while ts < warm_ms - 2 * step_ms:
+        det.step(ts, 10.0)
+        ts += step_ms
+    assert det.state == "warmup"
+    for _ in range(4):
+        det.step(ts, 10.0)
+        ts += step_ms
+    assert det.state == "normal"

@@ -168,3 +168,30 @@ def test_events_convert_to_the_alert_service_contract():
     assert q.kind == "data_quality" and q.dq_kind == "silent" and q.meter_id == SUP
     r = to_detection_event(Resolved(d.key, "supply_drop", 9, "x1"))
     assert r.kind == "resolved" and r.resolves == "supply_drop"
+
+
+def test_park_monitor_round_trips_through_pickle_and_carries_on_identically():
+    import pickle
+
+    from alerts.detect import ParkMonitor
+    from parkmon.park import example_park_path, load_park
+
+    park = load_park(example_park_path("kalundborg"))
+    mon = ParkMonitor(park)
+    rng = np.random.default_rng(9)
+    meters = [m for m in park.meters if m.kind == "rate"]
+
+    def feed(m: ParkMonitor, i0: int, i1: int, seed: int) -> list:
+        r = np.random.default_rng(seed)
+        out = []
+        for i in range(i0, i1):
+            for meter in meters:
+                v = (meter.nominal or meter.capacity * 0.6) * (1 + 0.01 * r.standard_normal())
+                out += m.observe(meter.id, T0 + i * 60_000, float(v))
+            out += m.tick(T0 + i * 60_000)
+        return out
+
+    feed(mon, 0, 200, int(rng.integers(1000)))
+    copy = pickle.loads(pickle.dumps(mon))
+    assert feed(copy, 200, 400, 5) == feed(mon, 200, 400, 5)
+    assert copy.exchanges["steam"].status() == mon.exchanges["steam"].status()
