@@ -20,6 +20,7 @@ wait until every in-flight message is acknowledged (up to `drain_timeout_s`), di
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import math
@@ -58,14 +59,18 @@ def wall_ms() -> int:
 class _Pending:
     """One MQTT message waiting for the Kafka acknowledgement of its records."""
 
-    __slots__ = ("mid", "qos", "generation", "remaining", "t0", "tracker")
+    __slots__ = ("mid", "qos", "generation", "events", "expected", "t0", "tracker")
 
     def __init__(self, tracker: _Tracker, mid: int, qos: int, generation: int) -> None:
         self.tracker = tracker
         self.mid = mid
         self.qos = qos
         self.generation = generation
-        self.remaining = 1  # the "still producing" hold, released by `seal`
+        # Completion without a lock: every record delivered (or found a duplicate) and the final
+        # `seal` each draw from this counter (atomic in CPython); the draw equal to `expected`
+        # (records + 1 for the seal) completes the message, whichever thread makes it.
+        self.events = itertools.count(1)
+        self.expected = 1
         self.t0 = time.perf_counter()
 
     def delivered(self, err: Any, msg: Any) -> None:  # confluent-kafka on_delivery
@@ -93,15 +98,14 @@ class _Tracker:
         self._metrics.inflight.inc()
         return _Pending(self, mid, qos, generation)
 
-    def add(self, p: _Pending, n: int) -> None:
-        with self._lock:
-            p.remaining += n
+    @staticmethod
+    def expect(p: _Pending, records: int) -> None:
+        """Announce how many records the message makes; call before producing the first one."""
+        p.expected = records + 1
 
     def release(self, p: _Pending) -> None:
-        with self._lock:
-            p.remaining -= 1
-            done = p.remaining == 0
-        if done:
+        """One record delivered or dropped as a duplicate, or (`seal`) producing finished."""
+        if next(p.events) == p.expected:
             self._complete(p)
 
     seal = release
@@ -198,17 +202,25 @@ class Gateway:
         received_ms = self.now_ms()
         pending = self.tracker.begin(mid, qos, generation)
         try:
-            try:
-                res = self.validator.validate(topic, payload)
-            except Exception as exc:  # a bug must not stop the gateway: dead-letter the message
-                log.exception("validation failed", extra={"event": "processing_error",
-                                                          "mqtt_topic": topic})
-                res = ValidationResult(rejections=[Rejection(
-                    Reason.PROCESSING_ERROR, f"internal error while validating: {exc!r}")],
-                    readings_total=1)
+            res = self.validator.validate(topic, payload)
+        except Exception as exc:  # a bug must not stop the gateway: dead-letter the message
+            log.exception("validation failed", extra={"event": "processing_error",
+                                                      "mqtt_topic": topic})
+            res = ValidationResult(rejections=[Rejection(
+                Reason.PROCESSING_ERROR, f"internal error while validating: {exc!r}")],
+                readings_total=1)
+        try:
             self._produce(res, topic, payload, received_ms, pending)
-        finally:
-            self.tracker.seal(pending)
+        except Exception:
+            # Kafka refused synchronously (fatal producer error, record too large): the message
+            # stays unacknowledged (the broker redelivers it to the next run) and we stop, since
+            # nothing after it could be delivered with the promised guarantee either.
+            log.exception("produce failed: stopping without acknowledging",
+                          extra={"event": "produce_failed", "mqtt_topic": topic})
+            self.stop_event.set()
+            self.draining = True
+            return
+        self.tracker.seal(pending)
 
     def _produce(self, res: ValidationResult, topic: str, payload: bytes, received_ms: int,
                  pending: _Pending) -> None:
@@ -219,7 +231,8 @@ class Gateway:
         dedup = self.dedup
         produced = 0
         dups = 0
-        self.tracker.add(pending, len(res.accepted) + len(res.rejections))
+        tracker = self.tracker
+        tracker.expect(pending, len(res.accepted) + len(res.rejections))
         keys = self._keys
         for rd in res.accepted:
             meter, seq = rd.meter, rd.seq
@@ -231,8 +244,8 @@ class Gateway:
                 key = keys[meter] = meter.encode()
             out.produce(readings_topic, reading_json(rd), key, cb)
             produced += 1
-        if dups:
-            self.tracker.add(pending, -dups)
+        for _ in range(dups):
+            tracker.release(pending)
         for rj in res.rejections:
             if res.items is not None and rj.index is not None:
                 raw = _item_bytes(res.items, rj.index, payload)

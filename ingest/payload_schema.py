@@ -46,29 +46,37 @@ def _is_v1(x: object) -> bool:
 
 
 def reading_ok(r: object) -> bool:
-    """True when `r` satisfies `$defs/reading` of the payload schema."""
+    """True when `r` satisfies `$defs/reading` of the payload schema.
+
+    The hot path of the gateway (once per reading): type checks are inlined on purpose.
+    """
     if type(r) is not dict:
         return False
-    for k in _REQUIRED:
-        if k not in r:
-            return False
-    if len(r) > 4 and not r.keys() <= _READING_KEYS:
+    try:
+        meter = r["meter"]
+        ts = r["ts_ms"]
+        value = r["value"]
+        unit = r["unit"]
+    except KeyError:
         return False
-    meter = r["meter"]
+    n = len(r)
+    if n > 4 and not r.keys() <= _READING_KEYS:
+        return False
     if type(meter) is not str or _METER_RE.fullmatch(meter) is None:
         return False
-    ts = r["ts_ms"]
-    if not _is_integer(ts) or ts < 0:
+    t = type(ts)
+    if not ((t is int and ts >= 0) or (t is float and ts >= 0 and ts.is_integer())):
         return False
-    if not _is_number(r["value"]):
+    t = type(value)
+    if t is not float and t is not int:
         return False
-    unit = r["unit"]
-    if type(unit) is not str or not (1 <= len(unit) <= 32):
+    if type(unit) is not str or not (0 < len(unit) <= 32):
         return False
-    if len(r) > 4:
+    if n > 4:
         if "seq" in r:
             seq = r["seq"]
-            if not _is_integer(seq) or seq < 0:
+            t = type(seq)
+            if not ((t is int and seq >= 0) or (t is float and seq >= 0 and seq.is_integer())):
                 return False
         if "quality" in r and r["quality"] not in _QUALITY:
             return False

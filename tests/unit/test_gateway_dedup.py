@@ -81,7 +81,7 @@ def test_message_acked_only_after_its_last_record_is_delivered():
     acks = _Acks()
     t = _Tracker(acks, GatewayMetrics(), retry=lambda p, e, m: None)
     p = t.begin(mid=11, qos=1, generation=1)
-    t.add(p, 3)
+    t.expect(p, 3)
     p.delivered(None, None)
     t.seal(p)            # producing finished, 2 records still outstanding
     p.delivered(None, None)
@@ -102,7 +102,7 @@ def test_failed_delivery_is_retried_not_acked():
     acks, retried = _Acks(), []
     t = _Tracker(acks, GatewayMetrics(), retry=lambda p, e, m: retried.append(e))
     p = t.begin(mid=5, qos=1, generation=1)
-    t.add(p, 1)
+    t.expect(p, 1)
     t.seal(p)
     p.delivered("timed out", None)
     assert retried == ["timed out"] and acks.acked == []
