@@ -148,7 +148,9 @@ class Watermark:
         wm = self.event_max_ms - self.lag_ms
         idle = wall - self.progress_wall_ms
         if may_idle and idle >= self.idle_after_ms:
-            wm = max(wm, self.event_max_ms - self.lag_ms + int(idle * self.idle_rate))
+            # idling never takes event time past the wall clock
+            wm = max(wm, min(self.event_max_ms - self.lag_ms + int(idle * self.idle_rate),
+                             wall - self.lag_ms))
         if self.value is None or wm > self.value:
             self.value = wm
         return self.value
@@ -310,7 +312,7 @@ class EdgeService:
                           max_future_ms=self.s.max_future_ms, max_past_ms=self.s.max_past_ms,
                           counter_reset_fraction=self.s.counter_reset_fraction))
         self.wm = Watermark(self.s.watermark_lag_ms, int(self.s.idle_after_s * 1000),
-                            self.s.idle_clock_rate)
+                            self.s.idle_clock_rate, progress_wall_ms=now_ms())
         self.inbox: queue.Queue[_Msg] = queue.Queue()
         self.unacked: list[_Msg] = []
         self.cp = CheckpointStats()
@@ -325,6 +327,7 @@ class EdgeService:
         self._last_msg_wall = now_ms()
         self._last_cp_wall = now_ms()
         self._changed = False
+        self._was_subscribed = False
         self._influx_retry_at = 0
         self._detector_version = detector_code_version()
         from ingest.mqtt_in import MqttIn, subscription_topic
@@ -413,6 +416,7 @@ class EdgeService:
                         extra={"event": "detectors_reset"})
         self.wm.value = doc.get("watermark_ms")
         self.wm.event_max_ms = self.pipe.max_ts_ms
+        self.wm.hold(self.now_ms())
         self._last_advance_wm = doc.get("last_advance_wm")
         self.cp.seq = self.cp.restored_seq = int(doc["seq"])
         self.cp.restored_detectors = restored_detectors
@@ -502,7 +506,7 @@ class EdgeService:
 
     def _advance(self, wall: int, force: bool = False) -> None:
         self.wm.observe(self.pipe.max_ts_ms, wall)
-        wm = self.wm.at(wall, may_idle=self._subscribed() and self.inbox.empty())
+        wm = self.wm.at(wall, may_idle=self._was_subscribed and self.inbox.empty())
         if wm is None:
             return
         due = self._last_advance_wm is None or wm - self._last_advance_wm >= \
@@ -529,6 +533,10 @@ class EdgeService:
         """One iteration: feed what arrived (up to the checkpoint limit), advance, checkpoint."""
         wall = self.now_ms()
         self._loop_alive_wall = wall
+        sub = self._subscribed()
+        if sub and not self._was_subscribed:
+            self.wm.hold(wall)  # the idle clock starts once the session's backlog can arrive
+        self._was_subscribed = sub
         fed = 0
         limit = self._checkpoint_limit()
         try:
@@ -617,13 +625,8 @@ class EdgeService:
     def run(self) -> int:
         """Start, process until `stop_event`, then shut down cleanly. Returns an exit code."""
         self.start()
-        was_subscribed = False
         try:
             while not self.stop_event.is_set():
-                sub = self._subscribed()
-                if sub and not was_subscribed:
-                    self.wm.hold(self.now_ms())  # no idle advance before the backlog arrives
-                was_subscribed = sub
                 self.step(timeout_s=0.05)
         finally:
             code = self.shutdown()
