@@ -9,8 +9,9 @@ Per MQTT message (on paho's network thread):
      poll thread), acknowledge the MQTT message. A message that produced nothing (all
      duplicates) is acknowledged at once.
 An exception while handling a message becomes a `processing_error` dead-letter record: a bad
-message never stops the gateway. A failed delivery is produced again; a fatal producer error stops
-the gateway *without* acknowledging, so the broker redelivers to the next run.
+message never stops the gateway. librdkafka retries transient Kafka errors without a time limit;
+a permanent or fatal producer error stops the gateway *without* acknowledging, so the broker
+redelivers to the next run.
 
 Start-up: create missing topics, rebuild the dedup memory and counter baselines from the last
 `dedup_replay_s` seconds of the readings topic, then connect to MQTT.
@@ -186,7 +187,7 @@ class Gateway:
         self.mqtt = MqttIn(self.mqtt_settings, self.gw,
                            subscription_topic(park.id, self.mqtt_settings.share_group),
                            self.handle, self._on_connection)
-        self.tracker = _Tracker(self.mqtt.ack, self.metrics, self._redeliver)
+        self.tracker = _Tracker(self.mqtt.ack, self.metrics, self._delivery_failed)
         self.draining = False
         self.health: HealthServer | None = None
         self._rlog = _RateLimitedLog()
@@ -224,16 +225,20 @@ class Gateway:
 
     def _produce(self, res: ValidationResult, topic: str, payload: bytes, received_ms: int,
                  pending: _Pending) -> None:
+        """Produce the message's records. Delivery callbacks: one on the *last* record of each
+        meter (same key, same partition; the idempotent producer with the gapless guarantee and
+        no message timeout reports a partition's records in order and never skips one without a
+        fatal error), and one on each dead-letter record. So the message is complete when those
+        callbacks have fired."""
         m = self.metrics
         out = self.out
         cb = pending.delivered
         readings_topic = self.topics.readings
         dedup = self.dedup
-        produced = 0
-        dups = 0
-        tracker = self.tracker
-        tracker.expect(pending, len(res.accepted) + len(res.rejections))
         keys = self._keys
+        to_send: list[tuple[bytes, bytes]] = []
+        last: dict[bytes, int] = {}
+        dups = 0
         for rd in res.accepted:
             meter, seq = rd.meter, rd.seq
             if dedup.seen_or_add(meter, rd.ts_ms if seq is None else seq):
@@ -242,10 +247,16 @@ class Gateway:
             key = keys.get(meter)
             if key is None:
                 key = keys[meter] = meter.encode()
-            out.produce(readings_topic, reading_json(rd), key, cb)
-            produced += 1
-        for _ in range(dups):
-            tracker.release(pending)
+            last[key] = len(to_send)
+            to_send.append((key, reading_json(rd)))
+        self.tracker.expect(pending, len(last) + len(res.rejections))
+        if len(last) == len(to_send):  # each meter once (e.g. single-reading messages)
+            for key, value in to_send:
+                out.produce(readings_topic, value, key, cb)
+        else:
+            with_cb = set(last.values())
+            for i, (key, value) in enumerate(to_send):
+                out.produce(readings_topic, value, key, cb if i in with_cb else None)
         for rj in res.rejections:
             if res.items is not None and rj.index is not None:
                 raw = _item_bytes(res.items, rj.index, payload)
@@ -260,29 +271,23 @@ class Gateway:
             m.readings_rejected.labels(reason=rj.reason.value).inc()
             self._rlog.rejection(rj, topic)
         m.readings_received.inc(res.readings_total)
-        if produced:
-            m.readings_accepted.inc(produced)
+        if to_send:
+            m.readings_accepted.inc(len(to_send))
         if dups:
             m.duplicates.inc(dups)
         if res.counter_resets:
             m.counter_resets.inc(res.counter_resets)
 
-    def _redeliver(self, pending: _Pending, err: Any, msg: Any) -> None:
-        """A record was not delivered (librdkafka gave up after delivery.timeout.ms): produce it
-        again unless the producer failed fatally, in which case the message stays unacked."""
-        if self.out.fatal is not None or (hasattr(err, "fatal") and err.fatal()):
-            log.error("record not delivered, producer failed", extra={
-                "event": "delivery_failed", "error": str(err)})
-            self.stop_event.set()
-            return
-        self.metrics.kafka_retries.inc()
-        log.warning("record not delivered, producing again", extra={
-            "event": "delivery_retry", "error": str(err), "topic": msg.topic()})
-        try:
-            self.out.produce(msg.topic(), msg.value(), msg.key(), pending.delivered)
-        except Exception:
-            log.exception("re-produce failed", extra={"event": "delivery_failed"})
-            self.stop_event.set()
+    def _delivery_failed(self, pending: _Pending, err: Any, msg: Any) -> None:
+        """A record was not delivered. librdkafka retries transient errors by itself without a
+        time limit, so this is permanent (or fatal): stop without acknowledging; the broker
+        redelivers the message to the next run, which re-produces what is not in Kafka."""
+        self.metrics.delivery_failures.inc()
+        log.error("record not delivered: stopping without acknowledging", extra={
+            "event": "delivery_failed", "error": str(err),
+            "topic": msg.topic() if msg is not None else None})
+        self.draining = True
+        self.stop_event.set()
 
     # -- health -------------------------------------------------------------------------------
     def _on_connection(self, up: bool) -> None:

@@ -47,7 +47,10 @@ def producer_config(bootstrap: str, *, client_id: str, linger_ms: int = 5,
         "queue.buffering.max.messages": 500_000,
         "queue.buffering.max.kbytes": 1_048_576,
         "batch.num.messages": 10_000,
-        "delivery.timeout.ms": 120_000,
+        # no time limit on retries, and no gap in a partition without a fatal error: the gateway
+        # relies on in-order delivery reports per key (see Gateway._produce)
+        "message.timeout.ms": 0,
+        "enable.gapless.guarantee": True,
         "socket.keepalive.enable": True,
     }
     cfg.update(extra or {})
@@ -58,7 +61,8 @@ class KafkaOut:
     """The producer plus a thread that serves its delivery callbacks."""
 
     def __init__(self, config: dict[str, Any]) -> None:
-        self._producer = Producer({**config, "error_cb": self._on_error})
+        self._producer = Producer({**config, "error_cb": self._on_error,
+                                   "logger": logging.getLogger("parkmon.gateway.librdkafka")})
         self._poller: threading.Thread | None = None
         self._running = False
         self.fatal: KafkaError | None = None
@@ -66,12 +70,16 @@ class KafkaOut:
         self.last_error: str | None = None
 
     # -- producing ----------------------------------------------------------------------------
-    def produce(self, topic: str, value: bytes, key: bytes, on_delivery: DeliveryCallback) -> None:
+    def produce(self, topic: str, value: bytes, key: bytes,
+                on_delivery: DeliveryCallback | None) -> None:
         """Enqueue one record; blocks (serving callbacks) while the local queue is full."""
         p = self._producer
         while True:
             try:
-                p.produce(topic, value, key, on_delivery=on_delivery)
+                if on_delivery is None:
+                    p.produce(topic, value, key)
+                else:
+                    p.produce(topic, value, key, on_delivery=on_delivery)
                 return
             except BufferError:
                 p.poll(0.05)  # local queue full: wait for deliveries (backpressure to MQTT)

@@ -40,8 +40,9 @@ class GatewayMetrics:
         self.counter_resets = Counter(p + "counter_resets",
                                       "counter readings accepted as a reset or roll-over",
                                       registry=r)
-        self.kafka_retries = Counter(p + "kafka_retries",
-                                     "records produced again after a failed delivery", registry=r)
+        self.delivery_failures = Counter(p + "kafka_delivery_failures",
+                                     "records Kafka did not accept (the gateway then stops "
+                                     "without acknowledging)", registry=r)
         self.produce_latency = Histogram(
             p + "kafka_produce_latency_seconds",
             "time from producing the first record of an MQTT message to Kafka's acknowledgement "

@@ -35,12 +35,13 @@ pytestmark = pytest.mark.e2e
 N = 100_000
 
 
-def stream(park_id: str, n: int) -> tuple[list[tuple[str, bytes]], set[tuple[str, int]]]:
-    """n valid single-reading messages over three meters of one enterprise; a rate meter with
-    sequence numbers, two counters without (keyed by event time)."""
+def stream(park_id: str, n: int, per_message: int = 1
+           ) -> tuple[list[tuple[str, bytes]], set[tuple[str, int]]]:
+    """n valid readings over three meters of one enterprise (a rate meter with sequence numbers,
+    two counters without: keyed by event time), one per message or batched `per_message`."""
     t0 = time.time_ns() // 1_000_000 - 60_000
     topic = mqtt_topic(park_id, "powerco")
-    msgs: list[tuple[str, bytes]] = []
+    docs: list[dict[str, Any]] = []
     keys: set[tuple[str, int]] = set()
     for i in range(n):
         k = i % 3
@@ -57,7 +58,12 @@ def stream(park_id: str, n: int) -> tuple[list[tuple[str, bytes]], set[tuple[str
             doc = {"meter": "powerco.gypsum_out", "ts_ms": ts, "value": 10.0 + i * 0.01,
                    "unit": "t"}
             keys.add(("powerco.gypsum_out", ts))
-        msgs.append((topic, json.dumps(doc).encode()))
+        docs.append(doc)
+    if per_message == 1:
+        msgs = [(topic, json.dumps(d).encode()) for d in docs]
+    else:
+        msgs = [(topic, json.dumps({"readings": docs[i:i + per_message]}).encode())
+                for i in range(0, n, per_message)]
     return msgs, keys
 
 
@@ -120,10 +126,12 @@ class Scenario:
 
 
 @pytest.mark.timeout(900)
-def test_kill_9_of_the_gateway_mid_stream_loses_nothing(tmp_path, private_service, kafka):
+@pytest.mark.parametrize("per_message", [1, 100], ids=["single", "batch100"])
+def test_kill_9_of_the_gateway_mid_stream_loses_nothing(tmp_path, private_service, kafka,
+                                                        per_message):
     broker = private_service("mosquitto")
     sc = Scenario(tmp_path, broker, kafka)
-    msgs, keys = stream(sc.park_id, N)
+    msgs, keys = stream(sc.park_id, N, per_message)
     gw1 = sc.gateway()
     publisher, pub = sc.publish_in_background(msgs)
     wait_for_offsets(kafka.bootstrap, sc.readings_topic, N // 3, 300)
@@ -140,7 +148,7 @@ def test_kill_9_of_the_gateway_mid_stream_loses_nothing(tmp_path, private_servic
         dups_stream = gw2.metrics()["parkmon_gateway_duplicates_total"]
         # Devices republish: readings that were in Kafka before the crash are recognised by the
         # restarted gateway (its memory was rebuilt from Kafka), counted, and not produced again.
-        again = msgs[:1_000]
+        again = msgs[:1_000 // per_message]
         pub = Publisher(broker.host, broker.port)
         assert pub.wait_connected()
         pub.publish_many(again[0][0], (p for _t, p in again))
@@ -148,17 +156,17 @@ def test_kill_9_of_the_gateway_mid_stream_loses_nothing(tmp_path, private_servic
         pub.close()
         deadline = time.monotonic() + 60
         m2 = gw2.metrics()
-        while (m2["parkmon_gateway_duplicates_total"] < dups_stream + len(again)
+        while (m2["parkmon_gateway_duplicates_total"] < dups_stream + 1_000
                and time.monotonic() < deadline):
             time.sleep(0.2)
             m2 = gw2.metrics()
-        assert m2["parkmon_gateway_duplicates_total"] == dups_stream + len(again)
+        assert m2["parkmon_gateway_duplicates_total"] == dups_stream + 1_000
         result = sc.check_exactly_once(keys)
     finally:
         assert gw2.terminate() == 0, gw2.log_tail()
     print(f"\nkill -9 at {at_kill} records; restarted gateway re-read "
           f"{m2['parkmon_gateway_replayed_readings_total']:.0f} readings, counted "
-          f"{dups_stream:.0f} redelivered duplicates (+{len(again)} republished); "
+          f"{dups_stream:.0f} redelivered duplicates (+1000 republished); "
           f"Kafka: {result}")
     assert m2["parkmon_gateway_replayed_readings_total"] >= at_kill
 

@@ -98,16 +98,15 @@ def test_message_without_records_is_acked_when_sealed():
     assert acks.acked == [3]
 
 
-def test_failed_delivery_is_retried_not_acked():
-    acks, retried = _Acks(), []
-    t = _Tracker(acks, GatewayMetrics(), retry=lambda p, e, m: retried.append(e))
+def test_failed_delivery_is_reported_and_never_acked():
+    acks, failed = _Acks(), []
+    t = _Tracker(acks, GatewayMetrics(), retry=lambda p, e, m: failed.append(e))
     p = t.begin(mid=5, qos=1, generation=1)
-    t.expect(p, 1)
+    t.expect(p, 2)
     t.seal(p)
-    p.delivered("timed out", None)
-    assert retried == ["timed out"] and acks.acked == []
-    p.delivered(None, None)  # the retry got through
-    assert acks.acked == [5]
+    p.delivered("topic authorization failed", None)
+    p.delivered(None, None)
+    assert failed == ["topic authorization failed"] and acks.acked == []
 
 
 @given(st.from_regex(r"[A-Za-z0-9_.-]{1,20}", fullmatch=True), st.integers(0, 2**53),
