@@ -235,9 +235,9 @@ def create_app(opts: WorkerOptions, model: KpiModel, sink: InfluxSink,
             stats.windows_written += len(live)
             done = time.monotonic()
             stats.close_to_stored_s.extend(done - t for t in (closed_at or []))
-        for o in live:
+        if live:  # one message per flush: a JSON list of window results
             await windows_t.send(key=opts.park_id.encode(),
-                                 value=json.dumps(o.to_dict()).encode())
+                                 value=json.dumps([o.to_dict() for o in live]).encode())
         for key, val in dead:
             stats.deadlettered += 1
             reason = json.loads(val)["reason"]
@@ -353,10 +353,10 @@ def create_app(opts: WorkerOptions, model: KpiModel, sink: InfluxSink,
             async for events in stream.noack_take(opts.batch_max,
                                                   within=opts.flush_interval_s):
                 a = aggregator()
-                results = []
+                results: list[WindowResult] = []
                 for ev in events:
                     try:
-                        results.append(WindowResult.from_dict(json.loads(ev.value)))
+                        results.extend(WindowResult.from_dict(d) for d in json.loads(ev.value))
                     except Exception as exc:
                         await dlq.send(key=ev.key, value=_dlq_value(
                             ev.value, Reason.PROCESSING_ERROR, f"{type(exc).__name__}: {exc}"))

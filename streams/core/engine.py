@@ -41,6 +41,14 @@ class KpiResult:
 Output = WindowResult | KpiResult | LateReading
 
 
+class Sums:
+    __slots__ = ("quantity", "co2e_t")
+
+    def __init__(self, quantity: float, co2e_t: float) -> None:
+        self.quantity = quantity
+        self.co2e_t = co2e_t
+
+
 class KpiAggregator:
     """Indicators from meter-window results (any order, repeated results overwrite)."""
 
@@ -88,14 +96,31 @@ class KpiAggregator:
         return out
 
     def view_aggregates(self, start: int, end: int) -> dict[str, Aggregate]:
+        """Full mergeable aggregates of every meter over [start, end)."""
         q: dict[str, Aggregate] = {}
         for w in base_windows_of(start, end - start, self.base_ms):
             for mid, agg in self.base.get(w, {}).items():
                 q[mid] = q[mid].merge(agg) if mid in q else agg
         return q
 
+    def view_sums(self, start: int, end: int) -> dict[str, Sums]:
+        """Only what the indicators read (quantity, co2e), summed over [start, end)."""
+        q: dict[str, Sums] = {}
+        for w in base_windows_of(start, end - start, self.base_ms):
+            b = self.base.get(w)
+            if not b:
+                continue
+            for mid, agg in b.items():
+                s = q.get(mid)
+                if s is None:
+                    q[mid] = Sums(agg.quantity, agg.co2e_t)
+                else:
+                    s.quantity += agg.quantity
+                    s.co2e_t += agg.co2e_t
+        return q
+
     def _compute(self, view: str, start: int, end: int) -> list[KpiResult]:
-        q = self.view_aggregates(start, end)
+        q = self.view_sums(start, end)
         return [KpiResult(scope, ent, view, start, end, vals)
                 for scope, ent, vals in compute_all(self.model, q)]
 

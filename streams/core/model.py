@@ -103,6 +103,9 @@ class KpiModel:
     factors: Mapping[str, Factor] = field(default_factory=dict)
     mass_balance_rel_tolerance: float = 0.05
     mass_balance_abs_tolerance: float = 0.0
+    #: memo of meter selections (streams.core.kpis.base.members); not part of the value
+    selection_cache: dict[Any, tuple[str, ...]] = field(
+        default_factory=dict, compare=False, repr=False, hash=False)
 
     def co2e_t(self, meter: MeterInfo, quantity: float, ts_ms: int) -> float:
         """Emissions attributed to `quantity` of this meter at event time (0 when not emitting).

@@ -200,14 +200,28 @@ class WindowEngine:
     def _aggregate(self, info: MeterInfo, st: _MeterState, w: int) -> Aggregate:
         lo = bisect.bisect_left(st.ts, w)
         hi = bisect.bisect_left(st.ts, w + self.size_ms)
-        agg = Aggregate()
+        if hi == lo:
+            return Aggregate()
         prev = st.anchor if lo == 0 else (st.ts[lo - 1], st.vals[st.ts[lo - 1]])
+        kind, rollover, max_gap = info.kind, info.rollover, info.max_gap_ms
+        qty = 0.0
+        resets = gaps = 0
+        vmin, vmax = math.inf, -math.inf
+        vals = st.vals
         for t in st.ts[lo:hi]:
-            v = st.vals[t]
-            s = step(info.kind, prev, t, v, info.rollover, info.max_gap_ms)
-            agg = agg.merge(Aggregate.of(t, v, s.quantity, reset=s.reset, gap=s.gap))
+            v = vals[t]
+            s = step(kind, prev, t, v, rollover, max_gap)
+            qty += s.quantity
+            resets += s.reset
+            gaps += s.gap
+            if v < vmin:
+                vmin = v
+            if v > vmax:
+                vmax = v
             prev = (t, v)
-        return agg.with_co2e(self.model.co2e_t(info, agg.quantity, w))
+        return Aggregate(count=hi - lo, quantity=qty, co2e_t=self.model.co2e_t(info, qty, w),
+                         vmin=vmin, vmax=vmax, first_ts_ms=st.ts[lo], last_ts_ms=st.ts[hi - 1],
+                         resets=resets, gaps=gaps)
 
     def _result(self, info: MeterInfo, st: _MeterState, w: int, rev: int) -> WindowResult:
         return WindowResult(meter=info.id, enterprise=info.enterprise, carrier=info.carrier,

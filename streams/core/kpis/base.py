@@ -3,24 +3,46 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from typing import Protocol
 
-from streams.core.aggregates import Aggregate
 from streams.core.model import KpiModel, MeterInfo
 
-Quantities = Mapping[str, Aggregate]  # meter id -> aggregate over the window or view
+
+class Flow(Protocol):
+    """What an indicator reads of a meter over a window or view (an Aggregate, or Sums)."""
+
+    @property
+    def quantity(self) -> float: ...
+
+    @property
+    def co2e_t(self) -> float: ...
+
+
+Quantities = Mapping[str, Flow]  # meter id -> flow over the window or view
 Pred = Callable[[MeterInfo], bool]
+
+
+def members(model: KpiModel, pred: Pred, enterprise: str | None) -> tuple[str, ...]:
+    """Meter ids matching `pred` (of `enterprise` or the park), memoised per model: the
+    predicate's code and closure values are the key, so lambdas are fine."""
+    cells = tuple(c.cell_contents for c in (pred.__closure__ or ()))
+    key = (pred.__code__, cells, enterprise)
+    hit = model.selection_cache.get(key)
+    if hit is None:
+        hit = tuple(m.id for m in model.meters.values()
+                    if (enterprise is None or m.enterprise == enterprise) and pred(m))
+        model.selection_cache[key] = hit
+    return hit
 
 
 def total(model: KpiModel, q: Quantities, pred: Pred, enterprise: str | None = None,
           attr: str = "quantity") -> float:
     """Sum of `attr` over the meters matching `pred` (of `enterprise`, or the whole park)."""
     s = 0.0
-    for mid, agg in q.items():
-        m = model.meters.get(mid)
-        if m is None or (enterprise is not None and m.enterprise != enterprise):
-            continue
-        if pred(m):
-            s += float(getattr(agg, attr))
+    for mid in members(model, pred, enterprise):
+        f = q.get(mid)
+        if f is not None:
+            s += f.co2e_t if attr == "co2e_t" else f.quantity
     return s
 
 
