@@ -150,6 +150,14 @@ class EdgePipeline:
         indicators, deduplication memory, counter baselines, window results waiting for the next
         indicator update. Not included: the detectors (`monitor`, see parkmon.edge_service) and
         the alert lifecycle (the AlertService keeps its own durable outbox)."""
+        snap = self.snapshot_small()
+        snap["engine"] = self.engine.snapshot()
+        snap["dedup"] = self.dedup.snapshot()
+        return snap
+
+    def snapshot_small(self) -> dict[str, Any]:
+        """`snapshot()` without its two large parts, "engine" and "dedup" (a caller that stores
+        those incrementally, per meter and per window, adds them back before `restore`)."""
         c = self.counters
         baselines = []
         for mid in self.validator.meters:
@@ -157,8 +165,7 @@ class EdgePipeline:
             if last is not None:
                 baselines.append([mid, last[0], last[1]])
         return {
-            "v": 1, "park": self.park.id, "engine": self.engine.snapshot(),
-            "dedup": self.dedup.snapshot(), "dedup_per_meter": self.dedup.per_meter,
+            "v": 1, "park": self.park.id, "dedup_per_meter": self.dedup.per_meter,
             "counter_baselines": baselines, "pending": [w.to_dict() for w in self._pending],
             "kpi_epoch": self._kpi_epoch, "max_ts_ms": self.max_ts_ms,
             "counters": {"messages": c.messages, "readings": c.readings, "accepted": c.accepted,

@@ -11,8 +11,9 @@ checkpoint, taken every `checkpoint_messages` unacknowledged messages, every
 1. write every point produced since the previous checkpoint to InfluxDB, synchronously (a point's
    timestamp is its window start, so writing it again overwrites it);
 2. persist the pipeline state (windows, indicators, dedup memory, counter baselines, pending
-   window results, detector objects) to `<state_dir>/edge-checkpoint.bin` atomically (temporary
-   file, fsync, rename, fsync of the directory);
+   window results, detector objects) to `<state_dir>/edge-state.sqlite` in one SQLite transaction
+   (WAL, synchronous=FULL: atomic and durable); only the meters and indicator windows that changed
+   since the previous checkpoint are rewritten;
 3. acknowledge to the broker every MQTT message fed before the checkpoint.
 
 After a crash (kill -9 included) the process restores the last checkpoint and the broker
@@ -37,7 +38,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import pickle
 import queue
 import threading
@@ -51,13 +51,14 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from ingest.dedup import Deduplicator
 from parkmon.config import GatewaySettings, InfluxSettings, MqttSettings
 from parkmon.errors import ParkmonError
 from streams.core.points import PointSpec
 
 log = logging.getLogger("parkmon.edge")
 
-CHECKPOINT_FILE = "edge-checkpoint.bin"
+CHECKPOINT_FILE = "edge-state.sqlite"
 CHECKPOINT_FORMAT = 1
 
 
@@ -156,40 +157,110 @@ class Watermark:
         return self.value
 
 
+class TrackingDeduplicator(Deduplicator):
+    """A Deduplicator that remembers which meters' keys changed since `take_dirty`."""
+
+    __slots__ = ("dirty",)
+
+    def __init__(self, per_meter: int = 65_536) -> None:
+        super().__init__(per_meter)
+        self.dirty: set[str] = set()
+
+    def seen_or_add(self, meter: str, key: int) -> bool:
+        dup = super().seen_or_add(meter, key)
+        if not dup:
+            self.dirty.add(meter)
+        return dup
+
+    def keys_of(self, meter: str) -> list[int]:
+        m = self._meters.get(meter)
+        return [] if m is None else list(m.order)
+
+    def take_dirty(self) -> set[str]:
+        d, self.dirty = self.dirty, set()
+        return d
+
+
+@dataclass
+class CheckpointParts:
+    """What one checkpoint writes: the small state whole, the large state only where it changed."""
+
+    meta: dict[str, Any]
+    meters: dict[str, Any]  # window state per meter (changed meters)
+    dedup: dict[str, list[int]]  # dedup keys per meter (changed meters)
+    kpi_windows: dict[int, Any]  # indicator base windows (changed ones)
+    kpi_windows_gone: set[int]  # expired base windows
+
+
 class CheckpointStore:
-    """One file, replaced atomically. The pipeline state is plain data; the detectors are a
-    separate pickle so that a detector code change only resets the detectors (they re-learn)."""
+    """The checkpoint in one SQLite database, each checkpoint one transaction (atomic, durable:
+    WAL with synchronous=FULL). Rows: `meta` (small state, detectors), `meter_state` and `dedup`
+    per meter, `kpi_window` per indicator base window; a checkpoint rewrites only the rows that
+    changed since the previous one, so its cost follows the traffic, not the park's history."""
 
     def __init__(self, state_dir: str | Path) -> None:
+        import sqlite3
+
         self.dir = Path(state_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.path = self.dir / CHECKPOINT_FILE
+        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        for table, key in (("meta", "k TEXT"), ("meter_state", "k TEXT"), ("dedup", "k TEXT"),
+                           ("kpi_window", "k INTEGER")):
+            self._db.execute(f"CREATE TABLE IF NOT EXISTS {table} ({key} PRIMARY KEY, v BLOB)")
+        self.kpi_windows_stored: set[int] = {
+            int(r[0]) for r in self._db.execute("SELECT k FROM kpi_window")}
 
-    def save(self, doc: dict[str, Any]) -> int:
-        data = pickle.dumps(doc, protocol=pickle.HIGHEST_PROTOCOL)
-        tmp = self.path.with_suffix(".tmp")
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, self.path)
-        fd = os.open(self.dir, os.O_RDONLY)
+    @staticmethod
+    def _blob(v: Any) -> bytes:
+        return pickle.dumps(v, protocol=pickle.HIGHEST_PROTOCOL)
+
+    def save(self, parts: CheckpointParts) -> int:
+        """Write one checkpoint atomically; returns the bytes written."""
+        b = self._blob
+        rows_meta = [(k, b(v)) for k, v in parts.meta.items()]
+        rows_m = [(k, b(v)) for k, v in parts.meters.items()]
+        rows_d = [(k, b(v)) for k, v in parts.dedup.items()]
+        rows_k = [(int(k), b(v)) for k, v in parts.kpi_windows.items()]
+        gone = sorted(parts.kpi_windows_gone & self.kpi_windows_stored)
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
         try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        return len(data)
+            db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", rows_meta)
+            db.executemany("INSERT OR REPLACE INTO meter_state VALUES (?, ?)", rows_m)
+            db.executemany("INSERT OR REPLACE INTO dedup VALUES (?, ?)", rows_d)
+            db.executemany("INSERT OR REPLACE INTO kpi_window VALUES (?, ?)", rows_k)
+            db.executemany("DELETE FROM kpi_window WHERE k = ?", [(w,) for w in gone])
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        self.kpi_windows_stored.update(k for k, _ in rows_k)
+        self.kpi_windows_stored.difference_update(gone)
+        return sum(len(v) for rows in (rows_meta, rows_m, rows_d, rows_k) for _, v in rows)
 
     def load(self) -> dict[str, Any] | None:
-        try:
-            data = self.path.read_bytes()
-        except FileNotFoundError:
+        """The last checkpoint as {meta..., "meters", "dedup", "kpi_windows"}, or None."""
+        meta = {str(k): pickle.loads(v)  # noqa: S301 - our own local state file
+                for k, v in self._db.execute("SELECT k, v FROM meta")}
+        if not meta:
             return None
-        doc = pickle.loads(data)  # noqa: S301 - our own local state file
-        if not isinstance(doc, dict) or doc.get("format") != CHECKPOINT_FORMAT:
+        if meta.get("format") != CHECKPOINT_FORMAT:
             raise ParkmonError(f"{self.path}: not an edge checkpoint of format "
                                f"{CHECKPOINT_FORMAT}")
-        return doc
+        rows = self._db.execute
+        meta["meters"] = {str(k): pickle.loads(v)  # noqa: S301
+                          for k, v in rows("SELECT k, v FROM meter_state")}
+        meta["dedup"] = {str(k): pickle.loads(v)  # noqa: S301
+                         for k, v in rows("SELECT k, v FROM dedup")}
+        meta["kpi_windows"] = {int(k): pickle.loads(v)  # noqa: S301
+                               for k, v in rows("SELECT k, v FROM kpi_window")}
+        return meta
+
+    def close(self) -> None:
+        self._db.close()
 
 
 def detector_code_version() -> str:
@@ -328,6 +399,7 @@ class EdgeService:
         self._last_cp_wall = now_ms()
         self._changed = False
         self._was_subscribed = False
+        self._store_broken = False
         self._influx_retry_at = 0
         self._detector_version = detector_code_version()
         from ingest.mqtt_in import MqttIn, subscription_topic
@@ -399,11 +471,19 @@ class EdgeService:
         if doc is None:
             log.info("no checkpoint: starting empty", extra={"event": "fresh_start",
                                                              "path": str(self.store.path)})
+            self._track_dedup({})
             return False
         if doc.get("park") != self.park.id:
             raise ParkmonError(f"{self.store.path} is the checkpoint of park {doc.get('park')!r}, "
                                f"not {self.park.id!r}; use another PARKMON_EDGE_STATE_DIR")
-        self.pipe.restore(doc["pipeline"])
+        pipeline = dict(doc["pipeline"])
+        pipeline["engine"] = {
+            "windows": {**doc["windows_meta"], "meters": doc["meters"]},
+            "kpis": {"meta": doc["kpis_meta"],
+                     "windows": {str(w): d for w, d in doc["kpi_windows"].items()}}}
+        pipeline["dedup"] = doc["dedup"]
+        self.pipe.restore(pipeline)
+        self._track_dedup(doc["dedup"])
         restored_detectors = False
         if doc.get("detector_version") == self._detector_version and doc.get("monitor"):
             try:
@@ -427,10 +507,37 @@ class EdgeService:
             "readings": self.pipe.counters.readings})
         return True
 
+    def _track_dedup(self, snap: dict[str, list[int]]) -> None:
+        self.pipe.dedup = TrackingDeduplicator.from_snapshot(snap, self.s.dedup_per_meter)
+
+    def _parts(self) -> CheckpointParts:
+        """The checkpoint's content: small state whole, large state where it changed."""
+        pipe = self.pipe
+        eng = pipe.engine
+        dedup = pipe.dedup
+        small = pipe.snapshot_small()
+        meta = {"format": CHECKPOINT_FORMAT, "park": self.park.id, "seq": self.cp.seq,
+                "written_ms": self.now_ms(), "pipeline": small,
+                "windows_meta": eng.windows.meta_state(), "kpis_meta": eng.kpis.meta_state(),
+                "monitor": pickle.dumps(pipe.monitor, protocol=pickle.HIGHEST_PROTOCOL),
+                "detector_version": self._detector_version, "watermark_ms": self.wm.value,
+                "last_advance_wm": self._last_advance_wm}
+        meters = {m: eng.windows.meter_state(m) for m in eng.windows.take_dirty()}
+        dd = dedup.take_dirty() if isinstance(dedup, TrackingDeduplicator) else set()
+        kpi_dirty = eng.kpis.take_dirty()
+        kpi_windows = {w: st for w in kpi_dirty if (st := eng.kpis.window_state(w)) is not None}
+        gone = self.store.kpi_windows_stored - set(eng.kpis.base)
+        keys = {m: dedup.keys_of(m) for m in dd} if isinstance(dedup, TrackingDeduplicator) \
+            else {}
+        return CheckpointParts(meta, {m: v for m, v in meters.items() if v is not None}, keys,
+                               kpi_windows, gone)
+
     def checkpoint(self, reason: str) -> bool:
         """Points to InfluxDB, then state to disk, then MQTT acks. False if InfluxDB failed."""
         from parkmon.errors import SinkBackpressure, SinkError
 
+        if self._store_broken:
+            return False
         t0 = time.perf_counter()
         points = self.sink.take()
         try:
@@ -447,12 +554,14 @@ class EdgeService:
             return False
         self.cp.last_error = None
         self.cp.seq += 1
-        doc = {"format": CHECKPOINT_FORMAT, "park": self.park.id, "seq": self.cp.seq,
-               "written_ms": self.now_ms(), "pipeline": self.pipe.snapshot(),
-               "monitor": pickle.dumps(self.pipe.monitor, protocol=pickle.HIGHEST_PROTOCOL),
-               "detector_version": self._detector_version, "watermark_ms": self.wm.value,
-               "last_advance_wm": self._last_advance_wm}
-        size = self.store.save(doc)
+        try:
+            size = self.store.save(self._parts())
+        except BaseException:
+            # the changed-rows bookkeeping is gone with this checkpoint: never write another one
+            # (nothing more is acknowledged; the next start restores the last good checkpoint)
+            self._store_broken = True
+            self.stop_event.set()
+            raise
         acked = 0
         for msg in self.unacked:
             if self.mqtt.ack(msg.mid, msg.qos, msg.generation):
@@ -649,6 +758,7 @@ class EdgeService:
                 self.alerts.close()
             if self.health is not None:
                 self.health.stop()
+            self.store.close()
         left = self.inbox.qsize()
         log.info("edge stopped", extra={"event": "stopped", "final_checkpoint": ok,
                                         "not_fed": left, "seq": self.cp.seq,

@@ -305,3 +305,84 @@ class WebhookReceiver:
 
     def bodies(self) -> list[dict[str, Any]]:
         return [r["body"] for r in list(self.received)]
+
+
+# -- figures ---------------------------------------------------------------------------------
+def bench(hours: float = 24.0, checkpoint_messages: int = 80, keep: bool = False) -> dict[str, Any]:
+    """Readings/s through `parkmon edge` (subprocess) on the dev services: a Kalundborg run of
+    `hours` simulated hours is queued on the broker for the edge's session first, then the edge
+    starts and drains it; timed from the edge's first health answer to the moment every message
+    is fed and acknowledged (InfluxDB writes and checkpoints included)."""
+    import tempfile
+    import uuid
+
+    from parkmon import devservices
+    from parkmon.park import example_park_path, load_park
+
+    mq = devservices.ensure("mosquitto", quiet=True)
+    inf = devservices.ensure("influxdb", quiet=True)
+    park = load_park(example_park_path("kalundborg"))
+    now = time.time_ns() // 1_000_000
+    dur = int(hours * 3_600_000)
+    start = (now - dur - 20 * 60_000) // 60_000 * 60_000
+    messages, _ = fleet_messages(park, None, start_ms=start, duration_ms=dur)
+    readings = sum(len(m.readings) for m in messages)
+    tag = uuid.uuid4().hex[:8]
+    client_id = f"edge-bench-{tag}"
+    bucket = inf.create_bucket(f"edge-bench-{tag}")  # type: ignore[attr-defined]
+    tmp = Path(tempfile.mkdtemp(prefix="parkmon-edge-bench-"))
+    env = {"PARKMON_MQTT_HOST": mq.host, "PARKMON_MQTT_PORT": str(mq.port),
+           "PARKMON_MQTT_CLIENT_ID": client_id, "PARKMON_INFLUX_URL": inf.url,  # type: ignore[attr-defined]
+           "PARKMON_INFLUX_ORG": inf.org, "PARKMON_INFLUX_BUCKET": bucket["name"],  # type: ignore[attr-defined]
+           "PARKMON_INFLUX_TOKEN": inf.token,  # type: ignore[attr-defined]
+           "PARKMON_EDGE_STATE_DIR": str(tmp / "state"), "PARKMON_ALERTS_ENDPOINTS": "[]",
+           "PARKMON_EDGE_CHECKPOINT_MESSAGES": str(checkpoint_messages),
+           "PARKMON_EDGE_LOG_LEVEL": "WARNING"}
+    edge = EdgeProcess(example_park_path("kalundborg"), env, tmp / "edge.log")
+    try:
+        edge.start()  # create the persistent session, then stop: the broker queues for it
+        edge.wait_ready()
+        assert edge.terminate() == 0
+        publish(messages, mq.host, mq.port, client_id=f"edge-bench-pub-{tag}")
+        t0 = time.monotonic()
+        edge.start()
+        h = edge.wait(lambda h: h.get("messages", 0) >= len(messages) and h["unacked"] == 0,
+                      3600, "the backlog to be processed")
+        wall = time.monotonic() - t0
+        ckpt_bytes = (tmp / "state" / "edge-state.sqlite").stat().st_size
+        metrics = {line.split()[0]: float(line.split()[1]) for line in
+                   edge.metrics_text().splitlines()
+                   if line.startswith("parkmon_edge_checkpoint_seconds_")
+                   and not line.startswith("parkmon_edge_checkpoint_seconds_bucket")}
+        cp_s = metrics.get("parkmon_edge_checkpoint_seconds_sum", 0.0)
+        edge.terminate()
+    finally:
+        if edge.proc is not None and edge.proc.poll() is None:
+            edge.kill9()
+        drop_session(mq.host, mq.port, client_id)
+        if not keep:
+            inf.delete_bucket(bucket["id"])  # type: ignore[attr-defined]
+    return {"simulated_hours": hours, "messages": len(messages), "readings": readings,
+            "wall_s": round(wall, 2), "readings_per_s": round(readings / wall),
+            "messages_per_s": round(len(messages) / wall), "checkpoints": h["checkpoints"],
+            "checkpoint_messages": checkpoint_messages, "state_db_bytes": ckpt_bytes,
+            "checkpoint_seconds_total": round(cp_s, 2),
+            "checkpoint_ms_mean": round(1000 * cp_s / max(1, h["checkpoints"]), 1),
+            "accepted": h["accepted"], "log": str(edge.log_path)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m parkmon.edge_testing")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    b = sub.add_parser("bench", help="readings/s through `parkmon edge` on the dev services")
+    b.add_argument("--hours", type=float, default=24.0, help="simulated hours of Kalundborg")
+    b.add_argument("--checkpoint-messages", type=int, default=80)
+    args = ap.parse_args(argv)
+    print(json.dumps(bench(args.hours, args.checkpoint_messages), indent=2))
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
