@@ -1,6 +1,7 @@
-"""kill -9 of `parkmon edge` in the middle of a stream, twice, then restart: the points in InfluxDB
-are exactly those of one uninterrupted in-process EdgePipeline run over the same MQTT messages
-(nothing lost, nothing counted twice), and the readings' outcome counts are the same too.
+"""kill -9 of `parkmon edge` in the middle of a stream, twice, and a SIGTERM, each followed by a
+restart: the points in InfluxDB are exactly those of one uninterrupted in-process EdgePipeline run
+over the same MQTT messages (nothing lost, nothing counted twice), and the readings' outcome
+counts are the same too.
 
 The publisher keeps publishing while the edge process is dead: the broker queues for the persistent
 session and redelivers every message the edge had not acknowledged (acknowledgement follows the
@@ -88,7 +89,7 @@ def test_kill9_twice_mid_stream_gives_the_uninterrupted_result(mosquitto, influx
         edge.wait_ready()
         pub = threading.Thread(target=run_publisher, daemon=True)
         pub.start()
-        for fraction in (0.3, 0.6):
+        for fraction in (0.3, 0.55):
             edge.wait(lambda h, f=fraction: h["readings"] >= f * total_readings
                       and h["checkpoint_seq"] >= 2, 120, f"{fraction:.0%} of the stream")
             edge.kill9()  # mid-stream, without warning
@@ -96,6 +97,12 @@ def test_kill9_twice_mid_stream_gives_the_uninterrupted_result(mosquitto, influx
             edge.start()
             h = edge.wait_ready()
             restored.append(h["restored_seq"])
+        # and a graceful stop mid-stream: final checkpoint, acknowledgements, exit 0
+        before = edge.wait(lambda h: h["readings"] >= 0.8 * total_readings, 120, "80%")
+        assert edge.terminate() == 0, edge.log_tail()
+        edge.start()
+        h = edge.wait_ready()
+        assert h["restored_seq"] > before["checkpoint_seq"], "no final checkpoint at SIGTERM"
         pub.join(timeout=120)
         assert not errors, errors
         assert published["n"] == len(messages)
