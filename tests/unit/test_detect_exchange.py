@@ -195,3 +195,22 @@ def test_park_monitor_round_trips_through_pickle_and_carries_on_identically():
     copy = pickle.loads(pickle.dumps(mon))
     assert feed(copy, 200, 400, 5) == feed(mon, 200, 400, 5)
     assert copy.exchanges["steam"].status() == mon.exchanges["steam"].status()
+
+
+def test_window_rates_of_counter_meters_feed_the_same_detection():
+    """Per-window results from the streams stage (rates) instead of raw counter registers."""
+    mon = ExchangeMonitor("x1", [MeterSpec(SUP, kind="counter", period_s=60)],
+                          [MeterSpec(CON, kind="counter", period_s=60)], buffer_h=1.0,
+                          cfg=DetectorConfig(season="none"))
+    rng = np.random.default_rng(12)
+    out: list[Event] = []
+    for i in range(6 * 60):  # 6 h of one-minute windows, the supply halves from 4 h
+        ts = T0 + i * 60_000
+        f = 0.5 if ts >= T0 + 4 * H else 1.0
+        out += mon.observe_rate(SUP, ts, 100.0 * f * (1 + 0.01 * rng.standard_normal()))
+        out += mon.observe_rate(CON, ts + 1000, 95.0 * f * (1 + 0.01 * rng.standard_normal()))
+        out += mon.tick(ts)
+    drops = [e for e in out if isinstance(e, SupplyDrop)]
+    assert len(drops) == 1 and 0 <= drops[0].detected_ms - (T0 + 4 * H) <= 3 * 60_000
+    assert drops[0].magnitude == pytest.approx(0.5, abs=0.05)
+    assert not [e for e in out if isinstance(e, DataQuality)]
