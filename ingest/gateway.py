@@ -96,7 +96,6 @@ class _Tracker:
     def begin(self, mid: int, qos: int, generation: int) -> _Pending:
         with self._lock:
             self.inflight += 1
-        self._metrics.inflight.inc()
         return _Pending(self, mid, qos, generation)
 
     @staticmethod
@@ -112,10 +111,8 @@ class _Tracker:
     seal = release
 
     def _complete(self, p: _Pending) -> None:
-        if self._ack(p.mid, p.qos, p.generation):
-            self._metrics.messages_acked.inc()
-        self._metrics.produce_latency.observe(time.perf_counter() - p.t0)
-        self._metrics.inflight.dec()
+        acked = self._ack(p.mid, p.qos, p.generation)
+        self._metrics.complete(acked, time.perf_counter() - p.t0)
         with self._lock:
             self.inflight -= 1
             if self.inflight == 0:
@@ -198,8 +195,7 @@ class Gateway:
     def handle(self, topic: str, payload: bytes, mid: int, qos: int, generation: int) -> None:
         if self.draining:
             return  # left unacknowledged: the broker redelivers it to the next session
-        m = self.metrics
-        m.messages_received.inc()
+        self.metrics.messages_received += 1
         received_ms = self.now_ms()
         pending = self.tracker.begin(mid, qos, generation)
         try:
@@ -268,21 +264,18 @@ class Gateway:
                                     meter=rj.meter, whole_payload=whole,
                                     gateway=self._gateway_id)
             out.produce(self.topics.deadletter, rec, (rj.meter or topic).encode(), cb)
-            m.readings_rejected.labels(reason=rj.reason.value).inc()
+            m.rejected[rj.reason.value] += 1
             self._rlog.rejection(rj, topic)
-        m.readings_received.inc(res.readings_total)
-        if to_send:
-            m.readings_accepted.inc(len(to_send))
-        if dups:
-            m.duplicates.inc(dups)
-        if res.counter_resets:
-            m.counter_resets.inc(res.counter_resets)
+        m.readings_received += res.readings_total
+        m.readings_accepted += len(to_send)
+        m.duplicates += dups
+        m.counter_resets += res.counter_resets
 
     def _delivery_failed(self, pending: _Pending, err: Any, msg: Any) -> None:
         """A record was not delivered. librdkafka retries transient errors by itself without a
         time limit, so this is permanent (or fatal): stop without acknowledging; the broker
         redelivers the message to the next run, which re-produces what is not in Kafka."""
-        self.metrics.delivery_failures.inc()
+        self.metrics.delivery_failed()
         log.error("record not delivered: stopping without acknowledging", extra={
             "event": "delivery_failed", "error": str(err),
             "topic": msg.topic() if msg is not None else None})
@@ -291,7 +284,7 @@ class Gateway:
 
     # -- health -------------------------------------------------------------------------------
     def _on_connection(self, up: bool) -> None:
-        self.metrics.mqtt_connected.set(1 if up else 0)
+        self.metrics.mqtt_connected = 1 if up else 0
 
     def health_status(self) -> tuple[bool, dict[str, Any]]:
         mq = self.mqtt.connected and self.mqtt.subscribed.is_set()
@@ -321,7 +314,7 @@ class Gateway:
             n += 1
         batch.sort(key=lambda r: r.ts_ms)
         self.validator.observe_accepted(batch)
-        self.metrics.replayed.inc(n)
+        self.metrics.replayed += n
         log.info("dedup memory rebuilt", extra={"event": "replayed", "readings": n,
                                                 "seconds": round(time.monotonic() - t0, 3),
                                                 "topic": self.topics.readings})

@@ -157,6 +157,9 @@ class CounterSteps:
         return self._last.get(meter)
 
 
+_decode = json.JSONDecoder().decode
+
+
 class Validator:
     """Validates payloads of one park. Keeps only the counter baselines as state."""
 
@@ -197,7 +200,7 @@ class Validator:
                                f"topic {topic!r}: enterprise {enterprise!r} is not in park "
                                f"{self.park_id!r}")
         try:
-            doc = json.loads(payload)
+            doc = _decode(payload.decode("utf-8"))  # str: skips json's encoding detection
         except RecursionError:
             return self._whole(res, Reason.INVALID_JSON, "JSON nested too deeply")
         except UnicodeDecodeError as exc:

@@ -118,3 +118,25 @@ def test_fast_reading_json_is_the_contract_json(meter, ts_ms, value, seq):
     rd = Reading(meter, ts_ms, value, seq)
     assert json.loads(reading_json(rd)) == json.loads(rd.to_json())
     assert Reading.from_json(reading_json(rd)) == rd
+
+
+def test_metrics_exposition_counts_completions_and_inflight():
+    from prometheus_client.exposition import generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    m = GatewayMetrics()
+    m.messages_received = 3
+    m.rejected["schema"] += 2
+    m.complete(True, 0.003)
+    m.complete(False, 0.2)
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for fam in text_string_to_metric_families(generate_latest(m.registry).decode())
+               for s in fam.samples}
+    assert samples[("parkmon_gateway_messages_acked_total", ())] == 1
+    assert samples[("parkmon_gateway_inflight_messages", ())] == 1
+    assert samples[("parkmon_gateway_readings_rejected_total", (("reason", "schema"),))] == 2
+    assert samples[("parkmon_gateway_kafka_produce_latency_seconds_count", ())] == 2
+    assert samples[("parkmon_gateway_kafka_produce_latency_seconds_bucket",
+                    (("le", "0.005"),))] == 1
+    assert samples[("parkmon_gateway_kafka_produce_latency_seconds_sum", ())] == \
+        pytest.approx(0.203)
