@@ -65,11 +65,12 @@ def install(name: str) -> ServiceHandle:
 
 
 def ensure(name: str, data_dir: Path | None = None, port: int | None = None,
-           quiet: bool = False) -> ServiceHandle:
-    """Install (cached), start unless already healthy, wait for health; prints time to healthy."""
+           quiet: bool = False, lease: bool = True) -> ServiceHandle:
+    """Install (cached), start unless already healthy, wait for health; prints time to healthy.
+    ``lease`` registers this process as a user (see ServiceHandle.release); the CLI takes none."""
     h = handle(name, data_dir, port)
     t0 = time.monotonic()
-    h.ensure()
+    h.ensure(lease=lease)
     if not quiet:
         if h.started_here:
             print(f"[devservices] {h.name} started, healthy after {h.healthy_after_s:.1f}s "

@@ -197,7 +197,7 @@ class ServiceHandle:
             return False
 
     # -- lifecycle ------------------------------------------------------------------------------
-    def ensure(self) -> ServiceHandle:
+    def ensure(self, lease: bool = True) -> ServiceHandle:
         """Install, start if not already healthy, wait for health. Idempotent and safe to call
         from several processes at once (a file lock serialises the start)."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -208,7 +208,8 @@ class ServiceHandle:
             else:
                 self._start_locked()
             self.after_healthy()
-        self.take_lease()
+        if lease:
+            self.take_lease()
         return self
 
     def start(self) -> ServiceHandle:
@@ -330,7 +331,12 @@ class ServiceHandle:
                 continue
             if pid == os.getpid():
                 continue
-            if pid_alive(pid):
+            try:
+                holder = entry.read_text().strip()
+            except OSError:
+                holder = ""
+            # alive and still the same program (a recycled pid is not a lease holder)
+            if pid_alive(pid) and (not holder or cmdline_of(pid).strip() == holder):
                 pids.append(pid)
             else:
                 with contextlib.suppress(OSError):

@@ -51,7 +51,7 @@ def main(argv: list[str]) -> int:
     elif args.action == "up":
         for name in names:
             try:
-                h = devservices.ensure(name)
+                h = devservices.ensure(name, lease=False)
                 print(json.dumps(h.describe()))
             except DevServiceError as exc:
                 print(f"{name}: FAILED: {exc}")

@@ -219,6 +219,76 @@ def test_kafka_auto_created_topics_have_four_partitions(kafka: Any, unique_name:
     assert len(meta.topics[topic].partitions) == 4
 
 
+FAUST_APP = """
+import json, os, signal, sys
+
+import faust
+
+name, bootstrap, target, out = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+sys.argv[1:] = ["worker", "-l", "warn"]
+app = faust.App(name, broker=f"kafka://{bootstrap}", store="memory://", topic_partitions=4,
+                web_enabled=False, producer_acks=-1)
+src = app.topic(name + "-src", key_serializer="raw", value_serializer="raw")
+counts = app.Table(name + "-counts", default=int, partitions=4)
+
+
+@app.agent(src)
+async def count(stream):
+    async for key, _value in stream.items():
+        counts[key.decode()] += 1
+        if sum(counts.values()) >= target:
+            with open(out, "w") as fh:
+                json.dump(dict(counts.items()), fh)
+            os.kill(os.getpid(), signal.SIGTERM)  # graceful: commits, flushes, leaves the group
+            return
+
+
+app.main()
+"""
+
+
+def test_faust_table_recovers_from_its_changelog_on_this_kafka(kafka: Any, unique_name: Any,
+                                                               tmp_path: Any) -> None:
+    import json
+    import subprocess
+    import sys
+
+    from confluent_kafka import Producer
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    name = unique_name("faustprobe")
+    admin = AdminClient({"bootstrap.servers": kafka.bootstrap})
+    admin.create_topics([NewTopic(name + "-src", 4, 1)])[name + "-src"].result(30)
+    app = tmp_path / "probe_app.py"
+    app.write_text(FAUST_APP)
+    producer = Producer({"bootstrap.servers": kafka.bootstrap})
+
+    def produce(n: int) -> None:
+        for i in range(n):
+            producer.produce(name + "-src", key=f"k{i % 3}".encode(), value=b"x")
+        assert producer.flush(30) == 0
+
+    def run_worker(target: int) -> dict[str, int]:
+        out = tmp_path / f"counts-{target}.json"
+        log = tmp_path / f"worker-{target}.log"
+        with open(log, "wb") as fh:
+            proc = subprocess.Popen([sys.executable, str(app), name, kafka.bootstrap, str(target),
+                                     str(out)], cwd=tmp_path, stdout=fh, stderr=subprocess.STDOUT)
+            try:
+                code = proc.wait(timeout=150)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                code = proc.wait()
+        assert out.exists(), f"worker exit {code}; log:\n{log.read_text()[-6000:]}"
+        counts: dict[str, int] = json.loads(out.read_text())
+        return counts
+
+    produce(20)
+    assert run_worker(20) == {"k0": 7, "k1": 7, "k2": 6}
+    produce(20)
+    # the second worker restores 20 counts from the changelog and adds the 20 new readings
+    assert run_worker(40) == {"k0": 14, "k1": 14, "k2": 12}
+
 # ---- InfluxDB ---------------------------------------------------------------------------------------
 def test_influx_write_and_flux_query_round_trip(influx_bucket: Any) -> None:
     from influxdb_client import InfluxDBClient, Point, WritePrecision

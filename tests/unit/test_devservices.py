@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from parkmon import devservices
-from parkmon.devservices.base import DevServiceError, ServiceHandle
+from parkmon.devservices.base import DevServiceError, ServiceHandle, cmdline_of
 from parkmon.devservices.cli import main as services_main
 from parkmon.devservices.kafka import Kafka, random_cluster_id
 from parkmon.devservices.mosquitto import Mosquitto, MosquittoSecure
@@ -87,11 +87,15 @@ def test_start_stop_and_release_only_touch_our_process(tmp_path: Path) -> None:
 def test_release_leaves_a_service_other_live_processes_lease(tmp_path: Path) -> None:
     h = _Sleeper(name="x", host="127.0.0.1", port=1, data_dir=tmp_path, start_timeout_s=10)
     h.ensure()
-    (h.leases_dir / str(os.getppid())).write_text("another session\n")  # a live process
+    (h.leases_dir / str(os.getppid())).write_text(cmdline_of(os.getppid()) + "\n")  # alive
     (h.leases_dir / "999999999").write_text("a dead one\n")
     try:
-        assert h.release().startswith("left running (in use by")
+        assert h.release() == f"left running (in use by pids [{os.getppid()}])"
         assert not (h.leases_dir / "999999999").exists()
+        # a recycled pid (alive, but another program) holds no lease
+        (h.leases_dir / str(os.getppid())).write_text("some other program\n")
+        h.take_lease()
+        assert h.release() == "stopped"
     finally:
         h.stop()
 
