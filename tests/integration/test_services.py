@@ -227,7 +227,8 @@ import faust
 name, bootstrap, target, out = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
 sys.argv[1:] = ["worker", "-l", "warn"]
 app = faust.App(name, broker=f"kafka://{bootstrap}", store="memory://", topic_partitions=4,
-                web_enabled=False, producer_acks=-1)
+                web_enabled=False, producer_acks=-1, broker_session_timeout=10,
+                broker_heartbeat_interval=1)
 src = app.topic(name + "-src", key_serializer="raw", value_serializer="raw")
 counts = app.Table(name + "-counts", default=int, partitions=4)
 
