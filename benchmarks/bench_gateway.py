@@ -168,12 +168,14 @@ def cpu_budget(park_file: Path, bootstrap: str, topic: str, payloads: list[bytes
     `Gateway.handle` on the calling thread (validate, dedup, serialise, enqueue to librdkafka) and
     the whole process (plus librdkafka's threads and the delivery callbacks). Load on the machine
     changes wall-clock rates a lot; CPU time per reading much less."""
+    import logging
     import resource
 
     from ingest.gateway import Gateway
     from parkmon.config import GatewaySettings, KafkaSettings
     from parkmon.park import load_park
 
+    logging.getLogger("parkmon.gateway").setLevel(logging.ERROR)  # librdkafka's config notes
     rtopic = unique("budget.readings")
     gw = Gateway(load_park(park_file),
                  gateway=GatewaySettings(readings_topic=rtopic, deadletter_topic=rtopic + ".dl",
@@ -235,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
                 gws.append(gateway_drain(broker.host, broker.port, bootstrap, park_file,
                                          topic, payloads, readings, work))
                 print(f"  {name}: raw {raws[-1]:,.0f} readings/s, gateway {gws[-1]:,.0f} "
-                      f"readings/s", flush=True)
+                      f"readings/s, ratio {gws[-1] / raws[-1]:.2f}", flush=True)
             raw, gwr = statistics.median(raws), statistics.median(gws)
             rows.append((name, len(payloads), readings, raw, gwr, gwr / raw))
         print()
