@@ -72,6 +72,7 @@ class MqttIn:
         c.on_disconnect = self._on_disconnect
         c.on_message = self._on_message
         c.on_subscribe = self._on_subscribe
+        c.on_connect_fail = self._on_connect_fail
         self._client = c
         self._keepalive = gw.keepalive_s
         self._receive_maximum = gw.receive_maximum
@@ -135,6 +136,14 @@ class MqttIn:
         client.subscribe(self.subscription, qos=1)
         if self._on_conn_change is not None:
             self._on_conn_change(True)
+
+    def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
+        tls = "TLS" if self.settings.tls else "plain TCP"
+        self.last_error = (f"cannot connect to {self.settings.host}:{self.settings.port} "
+                           f"({tls}): broker down, wrong port, or TLS/certificate problem")
+        log.warning("mqtt connection failed, retrying", extra={
+            "event": "mqtt_connect_failed", "broker": f"{self.settings.host}:{self.settings.port}",
+            "tls": self.settings.tls})
 
     def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, reason_codes: Any,
                       properties: Any) -> None:

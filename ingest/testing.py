@@ -148,12 +148,15 @@ class Publisher:
 
     def __init__(self, host: str, port: int, client_id: str | None = None,
                  username: str | None = None, password: str | None = None,
-                 max_outstanding: int = 20_000, max_inflight: int = 1_000) -> None:
+                 max_outstanding: int = 20_000, max_inflight: int = 1_000,
+                 tls_ca: str | None = None) -> None:
         self.client_id = client_id or unique("pub")
         c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id,
                         protocol=mqtt.MQTTv5)
         if username:
             c.username_pw_set(username, password)
+        if tls_ca:
+            c.tls_set(ca_certs=tls_ca)
         c.max_inflight_messages_set(max_inflight)
         c.max_queued_messages_set(0)
         c.reconnect_delay_set(1, 2)

@@ -425,3 +425,69 @@ def test_shared_subscription_splits_the_stream_between_gateways(tmp_path, mosqui
     finally:
         for gw in gws:
             assert gw.terminate() == 0, gw.log_tail()
+
+
+def _tls_broker(tmp: Path) -> tuple[Any, int, Path]:
+    """A Mosquitto with a TLS listener and a CA / server certificate made here (our process)."""
+    import getpass
+    import subprocess
+
+    from ingest.testing import free_port
+
+    def run(*args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=tmp)
+
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=parkmon-test-ca",
+        "-keyout", "ca.key", "-out", "ca.crt")
+    run("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1", "-keyout", "server.key",
+        "-out", "server.csr")
+    (tmp / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
+    run("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+        "-CAcreateserial", "-days", "2", "-extfile", "san.ext", "-out", "server.crt")
+    port = free_port()
+    (tmp / "mosquitto.conf").write_text(
+        f"user {getpass.getuser()}\nlistener {port} 127.0.0.1\nallow_anonymous true\n"
+        "persistence false\n"
+        f"cafile {tmp / 'ca.crt'}\ncertfile {tmp / 'server.crt'}\nkeyfile {tmp / 'server.key'}\n"
+        "log_dest stdout\n")
+    proc = subprocess.Popen(["mosquitto", "-c", str(tmp / "mosquitto.conf")],
+                            stdout=open(tmp / "mosquitto.log", "wb"), stderr=subprocess.STDOUT)
+    import socket
+
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                break
+        time.sleep(0.1)
+    return proc, port, tmp / "ca.crt"
+
+
+def test_gateway_over_tls(tmp_path, kafka):
+    proc, port, ca = _tls_broker(tmp_path)
+    park_id = unique("gwtls").replace("-", "_")
+    park_file = tmp_path / "park.yaml"
+    park_file.write_text(park_yaml(park_id))
+    gw = GatewayProcess(park_file, "127.0.0.1", port, kafka.bootstrap, unique("gw"),
+                        tmp_path / "gw.log",
+                        env_extra={"PARKMON_MQTT_TLS": "true", "PARKMON_MQTT_TLS_CA": str(ca)})
+    try:
+        gw.start()
+        pub = Publisher("127.0.0.1", port, tls_ca=str(ca))
+        assert pub.wait_connected()
+        pub.publish(mqtt_topic(park_id, "powerco"), json.dumps(
+            {"meter": "powerco.power_rate", "ts_ms": now_ms(), "value": 3.0, "unit": "MW",
+             "seq": 1}).encode())
+        assert pub.wait_all(30)
+        pub.close()
+        deadline = time.monotonic() + 30
+        readings: list[tuple[bytes, bytes]] = []
+        while time.monotonic() < deadline and not readings:
+            readings = read_topic(kafka.bootstrap, kafka_readings_topic(park_id))
+            time.sleep(0.2)
+        assert [json.loads(v)["seq"] for _k, v in readings] == [1]
+    finally:
+        if gw.alive():
+            assert gw.terminate() == 0, gw.log_tail()
+        proc.terminate()
+        proc.wait(10)
