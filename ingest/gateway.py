@@ -85,10 +85,10 @@ class _Tracker:
     """Counts outstanding records per message and acknowledges when a message is complete."""
 
     def __init__(self, ack: Callable[[int, int, int], bool], metrics: GatewayMetrics,
-                 retry: Callable[[_Pending, Any, Any], None]) -> None:
+                 on_failure: Callable[[_Pending, Any, Any], None]) -> None:
         self._ack = ack
         self._metrics = metrics
-        self._retry = retry
+        self._on_failure = on_failure
         self._lock = threading.Lock()
         self.inflight = 0
         self.idle = threading.Condition(self._lock)
@@ -119,7 +119,7 @@ class _Tracker:
                 self.idle.notify_all()
 
     def failed(self, p: _Pending, err: Any, msg: Any) -> None:
-        self._retry(p, err, msg)
+        self._on_failure(p, err, msg)
 
     def wait_idle(self, timeout_s: float) -> bool:
         deadline = time.monotonic() + timeout_s

@@ -79,7 +79,7 @@ class _Acks:
 
 def test_message_acked_only_after_its_last_record_is_delivered():
     acks = _Acks()
-    t = _Tracker(acks, GatewayMetrics(), retry=lambda p, e, m: None)
+    t = _Tracker(acks, GatewayMetrics(), on_failure=lambda p, e, m: None)
     p = t.begin(mid=11, qos=1, generation=1)
     t.expect(p, 3)
     p.delivered(None, None)
@@ -92,7 +92,7 @@ def test_message_acked_only_after_its_last_record_is_delivered():
 
 def test_message_without_records_is_acked_when_sealed():
     acks = _Acks()
-    t = _Tracker(acks, GatewayMetrics(), retry=lambda p, e, m: None)
+    t = _Tracker(acks, GatewayMetrics(), on_failure=lambda p, e, m: None)
     p = t.begin(mid=3, qos=1, generation=1)
     t.seal(p)
     assert acks.acked == [3]
@@ -100,7 +100,7 @@ def test_message_without_records_is_acked_when_sealed():
 
 def test_failed_delivery_is_reported_and_never_acked():
     acks, failed = _Acks(), []
-    t = _Tracker(acks, GatewayMetrics(), retry=lambda p, e, m: failed.append(e))
+    t = _Tracker(acks, GatewayMetrics(), on_failure=lambda p, e, m: failed.append(e))
     p = t.begin(mid=5, qos=1, generation=1)
     t.expect(p, 2)
     t.seal(p)
