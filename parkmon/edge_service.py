@@ -371,12 +371,14 @@ class EdgeService:
         self.influx = influx or InfluxSettings()
         self.now_ms = now_ms
         self.store = CheckpointStore(self.s.state_dir)
-        self.sink = BufferSink()
+        # outputs since the last checkpoint are the pipeline's own `windows` / `kpis` dicts (the
+        # latest result per key); they become points once per checkpoint, not once per output
+        self._retry_points: list[PointSpec] = []
         self.writer = point_writer if point_writer is not None else self._influx_writer()
         self.delivery: Any = None
         self.alerts = alert_service if alert_service is not None else self._alert_service()
         self.pipe = EdgePipeline(
-            park, now_ms=now_ms, alerts=self.alerts, sink=self.sink,
+            park, now_ms=now_ms, alerts=self.alerts,
             base_window_ms=self.s.base_window_ms, grace_ms=self.s.grace_ms,
             dedup_per_meter=self.s.dedup_per_meter,
             limits=Limits(max_payload_bytes=self.s.max_payload_bytes,
@@ -539,11 +541,11 @@ class EdgeService:
         if self._store_broken:
             return False
         t0 = time.perf_counter()
-        points = self.sink.take()
+        points = self._take_points()
         try:
             self.writer.write(points)
         except (SinkError, SinkBackpressure) as exc:
-            self.sink.put_back(points)
+            self._retry_points = points
             self.cp.influx_failures += 1
             self.cp.last_error = str(exc)
             self.metrics.influx_failures.inc()
@@ -567,9 +569,7 @@ class EdgeService:
             if self.mqtt.ack(msg.mid, msg.qos, msg.generation):
                 acked += 1
         self.unacked = []
-        # outputs are in InfluxDB now; keep memory bounded
-        self.pipe.windows.clear()
-        self.pipe.kpis.clear()
+        # keep memory bounded (windows / kpis were taken with the points)
         self.pipe.events.clear()
         self.pipe.notifications.clear()
         self._changed = False
@@ -589,6 +589,23 @@ class EdgeService:
         log.debug("checkpoint", extra={"event": "checkpoint", "seq": c.seq, "reason": reason,
                                        "points": len(points), "acked": acked, "bytes": size})
         return True
+
+    def _take_points(self) -> list[PointSpec]:
+        """Points of every window and indicator result since the last checkpoint (the latest
+        per key), plus those of a failed write (newer results of the same series win)."""
+        from streams.core.points import to_points
+
+        pipe = self.pipe
+        outs: list[Any] = [*pipe.windows.values(), *pipe.kpis.values()]
+        pipe.windows.clear()
+        pipe.kpis.clear()
+        points = to_points(self.park.id, outs)
+        if self._retry_points:
+            merged = {p.series_key: p for p in self._retry_points}
+            merged.update((p.series_key, p) for p in points)
+            points = list(merged.values())
+            self._retry_points = []
+        return points
 
     def _checkpoint_limit(self) -> int:
         lim = self.s.checkpoint_messages
@@ -682,7 +699,7 @@ class EdgeService:
         elif n and wall - self._last_msg_wall >= self.s.stall_s * 1000:
             self._learn_stall(n)
             self.checkpoint("pause")
-        elif (self._changed or n or len(self.sink)) and \
+        elif (self._changed or n or self._retry_points) and \
                 wall - self._last_cp_wall >= self.s.checkpoint_interval_s * 1000:
             self.checkpoint("interval")
 
@@ -746,7 +763,7 @@ class EdgeService:
         self.draining = True
         ok = True
         try:
-            if self.unacked or self._changed or len(self.sink):
+            if self.unacked or self._changed or self._retry_points:
                 ok = self.checkpoint("shutdown")
         finally:
             time.sleep(0.2)  # let paho's thread send the acknowledgements before DISCONNECT

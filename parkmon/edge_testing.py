@@ -247,6 +247,10 @@ class EdgeProcess:
         raise AssertionError(f"timed out waiting for {what}; last health {last}; log:\n"
                              f"{self.log_tail()}")
 
+    def status(self) -> dict[str, Any]:
+        """The current /healthz body (waits up to 10 s for an answer)."""
+        return self.wait(lambda h: True, 10.0, "a health answer")
+
     def wait_ready(self, timeout_s: float = 60.0) -> dict[str, Any]:
         return self.wait(lambda h: h["_http_status"] == 200, timeout_s, "a healthy edge")
 
@@ -312,14 +316,18 @@ def bench(hours: float = 24.0, checkpoint_messages: int = 80, keep: bool = False
     """Readings/s through `parkmon edge` (subprocess) on the dev services: a Kalundborg run of
     `hours` simulated hours is queued on the broker for the edge's session first, then the edge
     starts and drains it; timed from the edge's first health answer to the moment every message
-    is fed and acknowledged (InfluxDB writes and checkpoints included)."""
+    is fed and acknowledged (InfluxDB writes and checkpoints included). For comparison, the same
+    messages through an in-process EdgePipeline without any I/O are timed too."""
     import tempfile
     import uuid
 
     from parkmon import devservices
     from parkmon.park import example_park_path, load_park
 
-    mq = devservices.ensure("mosquitto", quiet=True)
+    tmp = Path(tempfile.mkdtemp(prefix="parkmon-edge-bench-"))
+    # a Mosquitto of its own (the park's topics are fixed; others may publish Kalundborg runs)
+    mq = devservices.handle("mosquitto", data_dir=tmp / "mosquitto", port=free_port())
+    mq.ensure()
     inf = devservices.ensure("influxdb", quiet=True)
     park = load_park(example_park_path("kalundborg"))
     now = time.time_ns() // 1_000_000
@@ -330,7 +338,6 @@ def bench(hours: float = 24.0, checkpoint_messages: int = 80, keep: bool = False
     tag = uuid.uuid4().hex[:8]
     client_id = f"edge-bench-{tag}"
     bucket = inf.create_bucket(f"edge-bench-{tag}")  # type: ignore[attr-defined]
-    tmp = Path(tempfile.mkdtemp(prefix="parkmon-edge-bench-"))
     env = {"PARKMON_MQTT_HOST": mq.host, "PARKMON_MQTT_PORT": str(mq.port),
            "PARKMON_MQTT_CLIENT_ID": client_id, "PARKMON_INFLUX_URL": inf.url,  # type: ignore[attr-defined]
            "PARKMON_INFLUX_ORG": inf.org, "PARKMON_INFLUX_BUCKET": bucket["name"],  # type: ignore[attr-defined]
@@ -359,10 +366,14 @@ def bench(hours: float = 24.0, checkpoint_messages: int = 80, keep: bool = False
     finally:
         if edge.proc is not None and edge.proc.poll() is None:
             edge.kill9()
-        drop_session(mq.host, mq.port, client_id)
+        mq.stop()
         if not keep:
             inf.delete_bucket(bucket["id"])  # type: ignore[attr-defined]
+    t1 = time.monotonic()
+    reference_pipeline(park, messages, final_ms=start + dur + 600_000)
+    inproc = time.monotonic() - t1
     return {"simulated_hours": hours, "messages": len(messages), "readings": readings,
+            "in_process_pipeline_readings_per_s": round(readings / inproc),
             "wall_s": round(wall, 2), "readings_per_s": round(readings / wall),
             "messages_per_s": round(len(messages) / wall), "checkpoints": h["checkpoints"],
             "checkpoint_messages": checkpoint_messages, "state_db_bytes": ckpt_bytes,

@@ -53,8 +53,10 @@ def _same(a: object, b: object) -> bool:
     return a == b
 
 
-def test_kill9_twice_mid_stream_gives_the_uninterrupted_result(mosquitto, influx_bucket, tmp_path,
-                                                              unique_name):
+def run_with_faults(broker, bucket, tmp_path, unique_name, faults, idle_after_s: int = 8) -> None:
+    """Publish the scenario (paced over ~20 s) to an edge subprocess, call `faults(edge, total)`
+    while it runs, let the stream finish, then compare InfluxDB with an uninterrupted in-process
+    run over the same messages."""
     park = load_park(example_park_path("kalundborg"))
     now = int(time.time() * 1000)
     start = (now - (HOURS * 60 + 20) * MIN) // MIN * MIN
@@ -63,12 +65,12 @@ def test_kill9_twice_mid_stream_gives_the_uninterrupted_result(mosquitto, influx
     total_readings = sum(max(1, len(m.readings)) for m in messages)
     client_id = unique_name("edge-crash")
     env = {
-        "PARKMON_MQTT_HOST": mosquitto.host, "PARKMON_MQTT_PORT": str(mosquitto.port),
+        "PARKMON_MQTT_HOST": broker.host, "PARKMON_MQTT_PORT": str(broker.port),
         "PARKMON_MQTT_CLIENT_ID": client_id,
-        "PARKMON_INFLUX_URL": influx_bucket.url, "PARKMON_INFLUX_ORG": influx_bucket.org,
-        "PARKMON_INFLUX_BUCKET": influx_bucket.name, "PARKMON_INFLUX_TOKEN": influx_bucket.token,
+        "PARKMON_INFLUX_URL": bucket.url, "PARKMON_INFLUX_ORG": bucket.org,
+        "PARKMON_INFLUX_BUCKET": bucket.name, "PARKMON_INFLUX_TOKEN": bucket.token,
         "PARKMON_EDGE_STATE_DIR": str(tmp_path / "state"),
-        "PARKMON_EDGE_IDLE_AFTER_S": "8", "PARKMON_EDGE_IDLE_CLOCK_RATE": "60",
+        "PARKMON_EDGE_IDLE_AFTER_S": str(idle_after_s), "PARKMON_EDGE_IDLE_CLOCK_RATE": "60",
         "PARKMON_ALERTS_ENDPOINTS": "[]",
     }
     edge = EdgeProcess(example_park_path("kalundborg"), env, tmp_path / "edge.log")
@@ -77,49 +79,32 @@ def test_kill9_twice_mid_stream_gives_the_uninterrupted_result(mosquitto, influx
 
     def run_publisher() -> None:
         try:
-            publish(messages, mosquitto.host, mosquitto.port, client_id=unique_name("edge-pub"),
+            publish(messages, broker.host, broker.port, client_id=unique_name("edge-pub"),
                     per_s=len(messages) / 20.0,
                     on_progress=lambda n: published.__setitem__("n", n))
         except BaseException as exc:  # noqa: BLE001 - reported by the test
             errors.append(exc)
 
-    restored = []
     try:
         edge.start()
         edge.wait_ready()
         pub = threading.Thread(target=run_publisher, daemon=True)
         pub.start()
-        for fraction in (0.3, 0.55):
-            edge.wait(lambda h, f=fraction: h["readings"] >= f * total_readings
-                      and h["checkpoint_seq"] >= 2, 120, f"{fraction:.0%} of the stream")
-            edge.kill9()  # mid-stream, without warning
-            time.sleep(1.5)  # the publisher goes on: the broker queues for the session
-            edge.start()
-            h = edge.wait_ready()
-            restored.append(h["restored_seq"])
-        # and a graceful stop mid-stream: final checkpoint, acknowledgements, exit 0
-        before = edge.wait(lambda h: h["readings"] >= 0.8 * total_readings, 120, "80%")
-        assert edge.terminate() == 0, edge.log_tail()
-        edge.start()
-        h = edge.wait_ready()
-        assert h["restored_seq"] > before["checkpoint_seq"], "no final checkpoint at SIGTERM"
-        pub.join(timeout=120)
+        faults(edge, total_readings)
+        pub.join(timeout=180)
         assert not errors, errors
         assert published["n"] == len(messages)
         last_ts = max(r.ts_ms for m in messages for r in m.readings)
         edge.wait(lambda h: h["watermark_ms"] is not None
                   and h["watermark_ms"] >= last_ts + 3 * MIN and h["unacked"] == 0
                   and h["queue"] == 0, 180, "the last windows to close")
-        seq = edge.health()["checkpoint_seq"]
+        seq = edge.status()["checkpoint_seq"]
         final = edge.wait(lambda h: h["checkpoint_seq"] > seq + 1, 30, "a later checkpoint")
         assert edge.terminate() == 0, edge.log_tail()
     finally:
         if edge.proc is not None and edge.proc.poll() is None:
             edge.kill9()
-        drop_session(mosquitto.host, mosquitto.port, client_id)
-
-    # both restarts continued from a checkpoint (not from scratch)
-    assert all(s is not None and s >= 2 for s in restored), restored
+        drop_session(broker.host, broker.port, client_id)
 
     ref = reference_pipeline(park, messages, final_ms=last_ts + 10 * MIN, dedup_per_meter=2048)
     c = ref.counters
@@ -131,8 +116,8 @@ def test_kill9_twice_mid_stream_gives_the_uninterrupted_result(mosquitto, influx
     assert final["late_beyond_grace"] == c.late_beyond_grace == 0
 
     expected = reference_points(park, ref)
-    got = query_points(influx_bucket.url, influx_bucket.token, influx_bucket.org,
-                       influx_bucket.name, start - 2 * 86_400_000)
+    got = query_points(bucket.url, bucket.token, bucket.org, bucket.name,
+                       start - 2 * 86_400_000)
     assert len(expected) > HOURS * 60 * 40
     missing = set(expected) - set(got)
     extra = set(got) - set(expected)
@@ -142,3 +127,49 @@ def test_kill9_twice_mid_stream_gives_the_uninterrupted_result(mosquitto, influx
             for f in set(expected[k]) | set(got[k])
             if not _same(expected[k].get(f), got[k].get(f))]
     assert not diff, f"{len(diff)} field values differ, e.g. {diff[:5]}"
+
+
+def test_kill9_twice_and_sigterm_mid_stream_give_the_uninterrupted_result(
+        private_service, influx_bucket, tmp_path, unique_name):
+    # a broker of its own: the park's topics are fixed, other tests publish Kalundborg runs too
+    broker = private_service("mosquitto")
+    restored = []
+
+    def faults(edge: EdgeProcess, total_readings: int) -> None:
+        for fraction in (0.3, 0.55):
+            def reached(h: dict, f: float = fraction) -> bool:
+                return bool(h["readings"] >= f * total_readings and h["checkpoint_seq"] >= 2)
+
+            edge.wait(reached, 120, f"{fraction:.0%} of the stream")
+            edge.kill9()  # mid-stream, without warning
+            time.sleep(1.5)  # the publisher goes on: the broker queues for the session
+            edge.start()
+            restored.append(edge.wait_ready()["restored_seq"])
+        # and a graceful stop mid-stream: final checkpoint, acknowledgements, exit 0
+        before = edge.wait(lambda h: h["readings"] >= 0.8 * total_readings, 120, "80%")
+        assert edge.terminate() == 0, edge.log_tail()
+        edge.start()
+        h = edge.wait_ready()
+        assert h["restored_seq"] > before["checkpoint_seq"], "no final checkpoint at SIGTERM"
+
+    run_with_faults(broker, influx_bucket, tmp_path, unique_name, faults)
+    # both kill -9 restarts continued from a checkpoint (not from scratch)
+    assert len(restored) == 2 and all(s is not None and s >= 2 for s in restored), restored
+
+
+def test_broker_restart_mid_stream_gives_the_uninterrupted_result(
+        private_service, influx_bucket, tmp_path, unique_name):
+    broker = private_service("mosquitto")
+    reconnected = []
+
+    def faults(edge: EdgeProcess, total_readings: int) -> None:
+        edge.wait(lambda h: h["readings"] >= 0.4 * total_readings, 120, "40% of the stream")
+        broker.restart()  # both the edge and the publisher reconnect; the session survives
+        h = edge.wait(lambda h: h["_http_status"] == 200 and h["readings"] >= 0.6 * total_readings,
+                      120, "the edge to carry on after the broker restart")
+        reconnected.append(h)
+
+    # the publisher's own reconnect can take several seconds: the edge must not take that silence
+    # for idle time (with the accelerated idle clock it would make the rest late)
+    run_with_faults(broker, influx_bucket, tmp_path, unique_name, faults, idle_after_s=40)
+    assert reconnected

@@ -92,8 +92,10 @@ def recount(park, messages):
     return counts, deltas, len(seen)
 
 
-def test_edge_mode_windows_match_a_recount_and_the_trip_is_alerted(mosquitto, influx_bucket,
+def test_edge_mode_windows_match_a_recount_and_the_trip_is_alerted(private_service, influx_bucket,
                                                                    tmp_path, unique_name):
+    # a Mosquitto of its own: the park's topics are fixed and other tests publish Kalundborg runs
+    mosquitto = private_service("mosquitto")
     park = load_park(example_park_path("kalundborg"))
     scenario = parse_scenario(SCENARIO)
     now = int(time.time() * 1000)
@@ -117,17 +119,17 @@ def test_edge_mode_windows_match_a_recount_and_the_trip_is_alerted(mosquitto, in
                       and h["watermark_ms"] >= last_ts + 3 * MIN and h["unacked"] == 0
                       and h["queue"] == 0, 180, "the last windows to close")
             elapsed = time.monotonic() - t0
-            seq = edge.health()["checkpoint_seq"]
+            seq = edge.status()["checkpoint_seq"]
             edge.wait(lambda h: h["checkpoint_seq"] > seq + 1, 30, "a checkpoint after that")
             # the trip is notified (group wait 1 s, delivery thread)
             deadline = time.monotonic() + 60
-            trips = []
+            trips: list[tuple[dict, dict]] = []
             while time.monotonic() < deadline and not trips:
                 trips = [(b, a) for b in hook.bodies() if b.get("status") == "firing"
                          for a in b.get("alerts", []) if a["name"] == "supply_drop"
                          and a["labels"].get("exchange") == "steam"]
                 time.sleep(0.5)
-            health = edge.health()
+            health = edge.status()
             assert edge.terminate() == 0, edge.log_tail()
         finally:
             if edge.proc is not None and edge.proc.poll() is None:
