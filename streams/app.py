@@ -230,11 +230,18 @@ def create_app(opts: WorkerOptions, model: KpiModel, sink: InfluxSink,
         """InfluxDB first, then downstream topics, then the state; the caller acks last."""
         live = [o for p, o in outs if p in engines]
         if live:
+            t0 = time.monotonic()
             await _write_until_accepted(sink, to_points(opts.park_id, live), stats,
                                         opts.retry_sleep_s)
             stats.windows_written += len(live)
             done = time.monotonic()
             stats.close_to_stored_s.extend(done - t for t in (closed_at or []))
+            if opts.idle_close_ms is not None and (done - t0) * 1000 >= opts.idle_close_ms:
+                # we were stalled (InfluxDB outage), not idle: readings that queued up meanwhile
+                # must arrive before wall-clock time may close windows again
+                stalled_until = now_ms()
+                for q in engines:
+                    last_seen[q] = stalled_until
         if live:  # one message per flush: a JSON list of window results
             await windows_t.send(key=opts.park_id.encode(),
                                  value=json.dumps([o.to_dict() for o in live]).encode())
