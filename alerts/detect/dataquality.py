@@ -111,5 +111,9 @@ class MeterHealth:
         return out
 
     def stuck_since(self) -> int | None:
-        """Start of the current run of identical values (stuck or not yet), None if changing."""
+        """Start of the current run of identical non-zero values of a meter that was seen
+        changing (stuck, or on its way to being called stuck); None otherwise."""
+        if (self._same_since is None or not self._last_value
+                or self._changes < self.cfg.stuck_min_changes):
+            return None
         return self._same_since

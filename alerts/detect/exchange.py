@@ -282,6 +282,12 @@ class ExchangeMonitor:
                 mag, od.mean_r_since(start), od.count_since(start), other.available,
                 od.state == "alarm", self.cfg.confirm_fraction, self.cfg.refute_fraction,
                 self.cfg.crosscheck_samples)
+        if verdict is Verdict.METER_SUSPECT and any(
+                (since := h.stuck_since()) is not None and since <= start
+                for h in other.health.values()):
+            # the side that "holds" repeats one value since the change began: a meter freezing
+            # (not yet long enough to be called stuck) cannot refute the drop
+            verdict = Verdict.UNCHECKED
         if verdict is Verdict.PENDING and t - detected >= self.cfg.crosscheck_timeout_ms:
             verdict = Verdict.UNCHECKED
         if verdict is Verdict.PENDING:

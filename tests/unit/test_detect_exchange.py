@@ -214,3 +214,27 @@ def test_window_rates_of_counter_meters_feed_the_same_detection():
     assert len(drops) == 1 and 0 <= drops[0].detected_ms - (T0 + 4 * H) <= 3 * 60_000
     assert drops[0].magnitude == pytest.approx(0.5, abs=0.05)
     assert not [e for e in out if isinstance(e, DataQuality)]
+
+
+def test_a_freshly_frozen_consumer_meter_cannot_refute_a_real_drop():
+    """The consumer meter freezes two minutes before the supplier trips (not yet 'stuck'): the
+    trip is still a supply drop, not a supplier-meter fault."""
+    mon = monitor()
+    rng = np.random.default_rng(13)
+    out: list[Event] = []
+    frozen = None
+    for i in range(int(7 * H / S)):
+        ts = T0 + i * S
+        f = 0.3 if ts >= T0 + 6 * H else 1.0
+        out += mon.observe(SUP, ts, 100.0 * f * (1 + 0.01 * rng.standard_normal()))
+        c = 95.0 * f * (1 + 0.01 * rng.standard_normal())
+        if ts >= T0 + 6 * H - 120_000:
+            frozen = c if frozen is None else frozen
+            c = frozen
+        out += mon.observe(CON, ts + 2000, c)
+        if i % 6 == 0:
+            out += mon.tick(ts)
+    drops = [e for e in out if isinstance(e, SupplyDrop)]
+    assert len(drops) == 1 and drops[0].detected_ms - (T0 + 6 * H) <= 60_000
+    assert drops[0].confirmed_by == "suppliers"
+    assert [(e.meter, e.dq_kind) for e in out if isinstance(e, DataQuality)] == [(CON, "stuck")]
