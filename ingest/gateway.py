@@ -89,13 +89,15 @@ class _Tracker:
         self._ack = ack
         self._metrics = metrics
         self._on_failure = on_failure
-        self._lock = threading.Lock()
-        self.inflight = 0
-        self.idle = threading.Condition(self._lock)
+
+    @property
+    def inflight(self) -> int:
+        """Messages begun and not completed (received, not yet acknowledged)."""
+        return self._metrics.inflight
 
     def begin(self, mid: int, qos: int, generation: int) -> _Pending:
-        with self._lock:
-            self.inflight += 1
+        """A message arrived (MQTT thread only)."""
+        self._metrics.messages_received += 1
         return _Pending(self, mid, qos, generation)
 
     @staticmethod
@@ -113,22 +115,17 @@ class _Tracker:
     def _complete(self, p: _Pending) -> None:
         acked = self._ack(p.mid, p.qos, p.generation)
         self._metrics.complete(acked, time.perf_counter() - p.t0)
-        with self._lock:
-            self.inflight -= 1
-            if self.inflight == 0:
-                self.idle.notify_all()
 
     def failed(self, p: _Pending, err: Any, msg: Any) -> None:
         self._on_failure(p, err, msg)
 
     def wait_idle(self, timeout_s: float) -> bool:
+        """Until nothing is in flight (polled: used at shutdown only)."""
         deadline = time.monotonic() + timeout_s
-        with self._lock:
-            while self.inflight > 0:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                self.idle.wait(left)
+        while self.inflight > 0:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.01)
         return True
 
 
@@ -195,7 +192,6 @@ class Gateway:
     def handle(self, topic: str, payload: bytes, mid: int, qos: int, generation: int) -> None:
         if self.draining:
             return  # left unacknowledged: the broker redelivers it to the next session
-        self.metrics.messages_received += 1
         received_ms = self.now_ms()
         pending = self.tracker.begin(mid, qos, generation)
         try:

@@ -177,6 +177,8 @@ class Validator:
         self.counters = CounterSteps(self.limits.counter_reset_fraction)
         self._convert = converter or _default_converter
         self._factors: dict[tuple[str, str], tuple[float, float] | UnitConversionError] = {}
+        # valid readings topics seen -> their enterprise (bounded by the park's enterprises)
+        self._topics: dict[str, str] = {}
 
     # -- the whole message -------------------------------------------------------------------
     def validate(self, topic: str, payload: bytes) -> ValidationResult:
@@ -186,19 +188,12 @@ class Validator:
             return self._whole(res, Reason.OVERSIZED,
                                f"payload is {len(payload)} bytes, the limit is "
                                f"{lim.max_payload_bytes} bytes")
-        parsed = parse_mqtt_topic(topic)
-        if parsed is None:
-            return self._whole(res, Reason.WRONG_TOPIC,
-                               f"topic {topic!r} is not parkmon/<park>/<enterprise>/readings")
-        park_id, enterprise = parsed
-        if park_id != self.park_id:
-            return self._whole(res, Reason.WRONG_TOPIC,
-                               f"topic {topic!r} is for park {park_id!r}, this gateway serves "
-                               f"park {self.park_id!r}")
-        if enterprise not in self.enterprises:
-            return self._whole(res, Reason.WRONG_TOPIC,
-                               f"topic {topic!r}: enterprise {enterprise!r} is not in park "
-                               f"{self.park_id!r}")
+        enterprise = self._topics.get(topic)
+        if enterprise is None:
+            problem = self._topic_problem(topic)
+            if problem is not None:
+                return self._whole(res, Reason.WRONG_TOPIC, problem)
+            enterprise = self._topics[topic] = topic.split("/")[2]
         try:
             doc = _decode(payload.decode("utf-8"))  # str: skips json's encoding detection
         except RecursionError:
@@ -220,6 +215,18 @@ class Validator:
             res.readings_total = 1
             self._one(res, doc, None, enterprise, self.now_ms())
         return res
+
+    def _topic_problem(self, topic: str) -> str | None:
+        parsed = parse_mqtt_topic(topic)
+        if parsed is None:
+            return f"topic {topic!r} is not parkmon/<park>/<enterprise>/readings"
+        park_id, enterprise = parsed
+        if park_id != self.park_id:
+            return (f"topic {topic!r} is for park {park_id!r}, this gateway serves park "
+                    f"{self.park_id!r}")
+        if enterprise not in self.enterprises:
+            return f"topic {topic!r}: enterprise {enterprise!r} is not in park {self.park_id!r}"
+        return None
 
     @staticmethod
     def _whole(res: ValidationResult, reason: Reason, message: str) -> ValidationResult:
