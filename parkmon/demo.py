@@ -158,8 +158,31 @@ def summarise(park: Any, pipe: Any, labels: list[Any], start_ms: int, end_ms: in
             "alerts": [{"name": str(a.name), "state": str(a.state), "summary": a.summary,
                         "labels": a.labels} for a in n.alerts],
         })
+    # per exchange, per base window: supplier outflow and consumer inflow (rate per hour)
+    series: dict[str, dict[str, Any]] = {}
+    for x in park.exchanges:
+        starts = sorted({w for (m, w) in pipe.windows if m in x.suppliers})
+        sup = {w: 0.0 for w in starts}
+        con = {w: 0.0 for w in starts}
+        for (m, w), r in pipe.windows.items():
+            if w in sup:
+                if m in x.suppliers:
+                    sup[w] += r.rate_per_h
+                elif m in x.consumers:
+                    con[w] += r.rate_per_h
+        series[x.id] = {"material": x.material or x.carrier, "unit": f"{x.quantity_unit}/h",
+                        "t": [_fmt_ts(w) for w in starts],
+                        "supplier": [round(sup[w], 4) for w in starts],
+                        "consumer": [round(con[w], 4) for w in starts]}
+    park_circ = sorted((k.window_start_ms, k.values.get("material_circularity_ratio"),
+                        k.values.get("symbiotic_exchange_share"))
+                       for k in pipe.kpis.values() if k.scope == "park" and k.view == "1h")
     return {
         "park": park.id,
+        "series": series,
+        "park_kpi_1h": {"t": [_fmt_ts(t) for t, _a, _b in park_circ],
+                        "material_circularity_ratio": [a for _t, a, _b in park_circ],
+                        "symbiotic_exchange_share": [b for _t, _a, b in park_circ]},
         "simulated": {"start": _fmt_ts(start_ms), "end": _fmt_ts(end_ms),
                       "hours": (end_ms - start_ms) / 3_600_000},
         "wall_seconds": round(wall_s, 2),

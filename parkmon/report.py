@@ -12,6 +12,7 @@ def write_report(path: Path, summary: dict[str, Any]) -> None:
     from plotly.io import to_html
 
     parts: list[str] = []
+    parts.extend(_flow_charts(summary))
     kpis = summary["kpis"]
     names = [("material_circularity_ratio", "Material circularity"),
              ("water_reuse_rate", "Water reuse"),
@@ -19,11 +20,19 @@ def write_report(path: Path, summary: dict[str, Any]) -> None:
              ("recovered_energy_share", "Recovered energy share")]
     ents = sorted(kpis)
     fig = go.Figure()
+    pk = summary.get("park_kpi_1h") or {}
+    if pk.get("t"):
+        trend = go.Figure()
+        trend.add_scatter(name="Material circularity", x=pk["t"], y=pk["material_circularity_ratio"])
+        trend.add_scatter(name="Symbiotic exchange share", x=pk["t"], y=pk["symbiotic_exchange_share"])
+        trend.update_layout(title="Park indicators over time (1 h rolling)", yaxis_tickformat=".0%",
+                            height=360)
+        parts.append(to_html(trend, include_plotlyjs=False, full_html=False))
     for key, label in names:
         fig.add_bar(name=label, x=ents, y=[kpis[e].get(key) for e in ents])
     fig.update_layout(title="Circularity indicators by entity (latest complete window)",
                       barmode="group", yaxis_tickformat=".0%", height=420)
-    parts.append(to_html(fig, include_plotlyjs="inline", full_html=False))
+    parts.append(to_html(fig, include_plotlyjs=False, full_html=False))
     carbon = go.Figure()
     carbon.add_bar(name="Scope 1", x=ents, y=[kpis[e].get("scope1_t_co2e") for e in ents])
     carbon.add_bar(name="Scope 2", x=ents, y=[kpis[e].get("scope2_t_co2e") for e in ents])
@@ -41,11 +50,14 @@ def write_report(path: Path, summary: dict[str, Any]) -> None:
                 f"<td>{html.escape(a['state'])}</td><td>{html.escape(a['summary'])}</td></tr>")
     rej = "".join(f"<li>{html.escape(k)}: {v}</li>" for k, v in sorted(summary["rejected"].items()))
     sim = summary["simulated"]
+    from plotly.offline import get_plotlyjs
+
     doc = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>parkmon demo: {html.escape(summary['park'])}</title>
 <style>body{{font-family:sans-serif;margin:2em;max-width:1200px}}
 table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left}}
-tr.firing td{{background:#fde8e8}}tr.resolved td{{background:#e8f6e8}}</style></head>
+tr.firing td{{background:#fde8e8}}tr.resolved td{{background:#e8f6e8}}</style>
+<script type="text/javascript">{get_plotlyjs()}</script></head>
 <body>
 <h1>parkmon demo: park {html.escape(summary['park'])}</h1>
 <p id="run">Simulated {html.escape(sim['start'])} to {html.escape(sim['end'])} UTC
@@ -57,8 +69,55 @@ duplicates {summary['duplicates']}, rejected {sum(summary['rejected'].values())}
 <h2>Alerts</h2>
 <table id="alerts"><tr><th>at</th><th>notification</th><th>alert</th><th>state</th><th>summary</th></tr>
 {''.join(rows) or '<tr><td colspan=5>no alerts</td></tr>'}</table>
-<h2>Indicators</h2>
+<h2>Symbiotic flows and indicators</h2>
 {''.join(parts)}
 </body></html>
 """
     path.write_text(doc)
+
+
+def _alert_spans(summary: dict[str, Any]) -> dict[str, list[tuple[str, str | None]]]:
+    """exchange id -> [(firing at, resolved at or None)] from the notifications."""
+    spans: dict[str, list[tuple[str, str | None]]] = {}
+    open_: dict[tuple[str, str], str] = {}
+    for n in summary["notifications"]:
+        for a in n["alerts"]:
+            x = a["labels"].get("exchange")
+            if not x:
+                continue
+            key = (x, a["name"])
+            if a["state"] == "firing" and key not in open_:
+                open_[key] = n["at"]
+            elif a["state"] == "resolved" and key in open_:
+                spans.setdefault(x, []).append((open_.pop(key), n["at"]))
+    for (x, _name), start in open_.items():
+        spans.setdefault(x, []).append((start, None))
+    return spans
+
+
+def _flow_charts(summary: dict[str, Any]) -> list[str]:
+    """One chart per exchange that raised an alert (else the three largest), alerts shaded."""
+    import plotly.graph_objects as go
+    from plotly.io import to_html
+
+    series = summary.get("series") or {}
+    spans = _alert_spans(summary)
+    chosen = [x for x in series if x in spans]
+    if not chosen:
+        chosen = sorted(series, key=lambda x: -max(series[x]["supplier"] or [0]))[:3]
+    out = []
+    for x in chosen:
+        s = series[x]
+        if not s["t"]:
+            continue
+        fig = go.Figure()
+        fig.add_scatter(name="supplier output", x=s["t"], y=s["supplier"], mode="lines")
+        fig.add_scatter(name="consumer input", x=s["t"], y=s["consumer"], mode="lines")
+        for start, end in spans.get(x, []):
+            fig.add_vrect(x0=start, x1=end or s["t"][-1], fillcolor="red", opacity=0.12,
+                          line_width=0, annotation_text="alert", annotation_position="top left")
+        fig.update_layout(title=f"Exchange {x} ({s['material']}), {s['unit']} per minute window",
+                          height=320, margin={"t": 50, "b": 40})
+        out.append(f'<div class="flow" id="flow-{html.escape(x)}">'
+                   + to_html(fig, include_plotlyjs=False, full_html=False) + "</div>")
+    return out

@@ -19,7 +19,7 @@ log() { printf '[provision %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 t_start=$(date +%s)
 
 # ---- system packages ----------------------------------------------------------------------------
-packages=(mosquitto mosquitto-clients clang pkg-config docker-compose maven ca-certificates)
+packages=(mosquitto mosquitto-clients clang pkg-config docker-compose maven ca-certificates chromium)
 command -v java >/dev/null 2>&1 || packages+=(openjdk-17-jre-headless)
 missing=()
 for p in "${packages[@]}"; do
