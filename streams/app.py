@@ -104,6 +104,17 @@ def _dlq_value(raw: bytes | None, reason: str, message: str, **extra: Any) -> by
     return json.dumps(d).encode()
 
 
+def _decode(raw: bytes | None) -> Reading:
+    """A reading from a Kafka value, or PayloadError with reason invalid_json / schema."""
+    try:
+        return Reading.from_json(raw or b"")
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise PayloadError(Reason.INVALID_JSON, f"not JSON: {exc}") from exc
+    except (KeyError, TypeError, ValueError) as exc:
+        raise PayloadError(Reason.SCHEMA, f"not a reading {{meter, ts_ms, value}}: {exc!r}") \
+            from exc
+
+
 async def _write_until_accepted(sink: InfluxSink, points: list[PointSpec], stats: WorkerStats,
                                 retry_sleep_s: float) -> None:
     """Block (without blocking the event loop) until InfluxDB accepted every point."""
@@ -277,7 +288,7 @@ def create_app(opts: WorkerOptions, model: KpiModel, sink: InfluxSink,
                         continue
                     done_offset[p] = off
                     try:
-                        r = Reading.from_json(raw)
+                        r = _decode(raw)
                         for o in eng.ingest(r.meter, r.ts_ms, r.value):
                             if isinstance(o, WindowResult):
                                 outs.append((p, o))

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import json
+import time
 import uuid
 
 import pytest
@@ -87,3 +89,44 @@ def test_late_reading_within_grace_corrects_the_window(kafka, influx, influx_buc
     assert got, w.log_text()[-3000:]
     rev = query_windows(influx.url, influx.token, influx.org, b, park, field="revision")
     assert rev[("gyproc.power_in", T0)] == 1
+
+
+def test_bad_messages_go_to_the_dead_letter_topic_with_their_reason(kafka, influx, influx_bucket,
+                                                                   worker_factory):
+    from confluent_kafka import Consumer, Producer
+
+    from parkmon.contracts import kafka_streams_deadletter_topic
+
+    park = f"sd{uuid.uuid4().hex[:8]}"
+    ensure_topics(kafka.bootstrap, park, 1)
+    topic = kafka_readings_topic(park)
+    p = Producer({"bootstrap.servers": kafka.bootstrap})
+    p.produce(topic, key=b"gyproc.power_in", value=b"{not json")
+    p.produce(topic, key=b"nope", value=b'{"meter":"nope","ts_ms":%d,"value":1.0}' % T0)
+    p.produce(topic, key=b"gyproc.power_in",
+              value=b'{"meter":"gyproc.power_in","ts_ms":%d,"value":NaN}' % T0)
+    p.flush(10)
+    good = [("gyproc.power_in", T0 + i * 20_000, 10.0 + i) for i in range(4)]
+    good.append(("gyproc.power_in", T0 + 120_000, 14.0))  # closes the second window
+    produce(kafka.bootstrap, topic, good)
+    w = worker_factory(park, "--grace-ms", "600000", "--idle-close-ms", "2000",
+                       "--flush-interval-s", "0.5")
+    c = Consumer({"bootstrap.servers": kafka.bootstrap, "group.id": f"dlq-{park}",
+                  "auto.offset.reset": "earliest"})
+    c.subscribe([kafka_streams_deadletter_topic(park)])
+    reasons = []
+    try:
+        deadline = time.monotonic() + 90
+        while len(reasons) < 3 and time.monotonic() < deadline:
+            m = c.poll(1.0)
+            if m is not None and not m.error():
+                reasons.append(json.loads(m.value())["reason"])
+    finally:
+        c.close()
+    assert sorted(reasons) == ["invalid_json", "not_finite", "unknown_meter"], w.log_text()[-2000:]
+    # the good readings around them were not skipped: 0/20/40 s -> 2 MWh, 60 s -> 1 MWh
+    b = bucket_name(influx_bucket)
+    got = wait_for(lambda: (lambda q: q if len(q) >= 2 else None)(
+        query_windows(influx.url, influx.token, influx.org, b, park)), 60, 1)
+    assert got[("gyproc.power_in", T0)] == pytest.approx(2.0)
+    assert got[("gyproc.power_in", T0 + MIN)] == pytest.approx(1.0)
