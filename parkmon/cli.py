@@ -15,6 +15,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "gateway": ("ingest.cli:main", "run the MQTT -> Kafka ingest gateway"),
     "streams": ("streams.cli:main", "run the Faust KPI worker (streams worker)"),
     "alerts": ("alerts.cli:main", "run the alert service (detection follow-up, webhook delivery)"),
+    "detect": ("alerts.detect_worker:main", "run the detectors on the readings topic and publish detection events"),
     "evaluate": ("alerts.evaluate:main", "score the detectors on labelled scenarios"),
     "services": ("parkmon.devservices.cli:main", "install/start/stop local Mosquitto, Kafka, InfluxDB"),
     "pipeline": ("parkmon.pipeline:main", "run the skeleton pipeline on the provisioned services"),
