@@ -632,7 +632,11 @@ class EdgeService:
 
     def _advance(self, wall: int, force: bool = False) -> None:
         self.wm.observe(self.pipe.max_ts_ms, wall)
-        wm = self.wm.at(wall, may_idle=self._was_subscribed and self.inbox.empty())
+        # idle only when the silence is the devices': not while messages wait in the inbox or for
+        # a checkpoint (the broker holds back once its in-flight window is full), nor while
+        # InfluxDB is failing
+        wm = self.wm.at(wall, may_idle=self._was_subscribed and self.inbox.empty()
+                        and not self.unacked and self.cp.last_error is None)
         if wm is None:
             return
         due = self._last_advance_wm is None or wm - self._last_advance_wm >= \

@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import threading
 import time
+from types import SimpleNamespace
 
 import pytest
 
@@ -53,7 +54,8 @@ def _same(a: object, b: object) -> bool:
     return a == b
 
 
-def run_with_faults(broker, bucket, tmp_path, unique_name, faults, idle_after_s: int = 8) -> None:
+def run_with_faults(broker, bucket, tmp_path, unique_name, faults, idle_after_s: int = 8,
+                    extra_env: dict[str, str] | None = None) -> None:
     """Publish the scenario (paced over ~20 s) to an edge subprocess, call `faults(edge, total)`
     while it runs, let the stream finish, then compare InfluxDB with an uninterrupted in-process
     run over the same messages."""
@@ -72,6 +74,7 @@ def run_with_faults(broker, bucket, tmp_path, unique_name, faults, idle_after_s:
         "PARKMON_EDGE_STATE_DIR": str(tmp_path / "state"),
         "PARKMON_EDGE_IDLE_AFTER_S": str(idle_after_s), "PARKMON_EDGE_IDLE_CLOCK_RATE": "60",
         "PARKMON_ALERTS_ENDPOINTS": "[]",
+        **(extra_env or {}),
     }
     edge = EdgeProcess(example_park_path("kalundborg"), env, tmp_path / "edge.log")
     published = {"n": 0}
@@ -173,3 +176,28 @@ def test_broker_restart_mid_stream_gives_the_uninterrupted_result(
     # for idle time (with the accelerated idle clock it would make the rest late)
     run_with_faults(broker, influx_bucket, tmp_path, unique_name, faults, idle_after_s=40)
     assert reconnected
+
+
+def test_influxdb_outage_mid_stream_gives_the_uninterrupted_result(private_service, tmp_path,
+                                                                  unique_name):
+    broker = private_service("mosquitto")
+    db = private_service("influxdb")
+    bucket = SimpleNamespace(url=db.url, org=db.org, token=db.token, name=db.bucket)
+    seen = []
+
+    def faults(edge: EdgeProcess, total_readings: int) -> None:
+        edge.wait(lambda h: h["readings"] >= 0.4 * total_readings, 120, "40% of the stream")
+        db.stop()
+        down = edge.wait(lambda h: h["_http_status"] == 503 and not h["influx_ok"], 60,
+                         "the edge to notice InfluxDB is down")
+        time.sleep(3)
+        held = edge.status()  # nothing acknowledged meanwhile: the broker holds back
+        db.start()
+        edge.wait(lambda h: h["_http_status"] == 200 and h["readings"] >= 0.6 * total_readings,
+                  120, "the edge to carry on after InfluxDB is back")
+        seen.append((down, held))
+
+    run_with_faults(broker, bucket, tmp_path, unique_name, faults,
+                    extra_env={"PARKMON_EDGE_INFLUX_MAX_RETRY_S": "2"})
+    (down, held), = seen
+    assert held["unacked"] > 0 and held["checkpoint_seq"] == down["checkpoint_seq"]
