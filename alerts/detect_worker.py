@@ -176,6 +176,7 @@ class DetectWorker:
                 off = self.core.offsets[p]
             elif not restored and p in committed:
                 off = committed[p]
+                self.core.offsets[p] = off  # where this run's reading starts (lag is from here)
             else:
                 off = OFFSET_BEGINNING
             assign.append(TopicPartition(self.readings_topic, p, off))
@@ -249,13 +250,17 @@ class DetectWorker:
 
         out = []
         for p in self._partitions:
+            tp = TopicPartition(self.readings_topic, p)
             try:
-                _lo, hi = self.consumer.get_watermark_offsets(
-                    TopicPartition(self.readings_topic, p), cached=True)
-            except Exception:  # noqa: BLE001 - unknown: do not hold the watermark back
+                lo, hi = self.consumer.get_watermark_offsets(tp, cached=True)
+                if hi is None or hi < 0:  # not fetched from yet: ask the broker
+                    lo, hi = self.consumer.get_watermark_offsets(tp, timeout=5, cached=False)
+            except Exception:  # noqa: BLE001 - unknown: hold the watermark (no false silences)
+                out.append(p)
                 continue
             nxt = self.core.offsets.get(p)
-            if hi is not None and hi >= 0 and hi > (nxt if nxt is not None else 0):
+            position = nxt if nxt is not None else max(lo or 0, 0)
+            if hi is not None and hi > position:
                 out.append(p)
         return out
 
