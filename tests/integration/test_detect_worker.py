@@ -142,8 +142,10 @@ def test_data_quality_faults_raise_no_supply_event(
                       t.env())
     procs.append(p.start())
     n = len(readings)
-    wait_for(lambda: _consumed(kafka.bootstrap, t) >= n,
-             90, "every reading consumed", p)
+    t0 = time.monotonic()
+    wait_for(lambda: _consumed(kafka.bootstrap, t) >= n, 90, "every reading consumed", p)
+    print(f"\nparkmon detect: {n} readings consumed and committed {time.monotonic() - t0:.1f} s "
+          "after the process was started (incl. start-up)")
     evs = t.events()
     assert not supply(evs), [e.to_dict() for e in supply(evs)]
     dq = {(e.meter_id, e.dq_kind) for e in evs if e.kind == DetectionKind.DATA_QUALITY}
@@ -209,8 +211,10 @@ def test_kill9_and_restart_mid_stream_keep_the_events_and_one_notification_per_i
     assert _checkpoint_offsets(ckpt) == len(part_a), "the crash test needs a stale checkpoint"
     before = t.events()
 
-    # 3. restart: resumes from the checkpoint (part A), replays part B, then part C
-    det.start({"PARKMON_DETECT_CHECKPOINT_INTERVAL_S": "1"})
+    # 3. restart: resumes from the checkpoint (part A), replays part B, then part C; small
+    #    batches, so the backlog of the three partitions is read unevenly (the watermark must wait
+    #    for the partition behind, or its meters would look silent)
+    det.start({"PARKMON_DETECT_CHECKPOINT_INTERVAL_S": "1", "PARKMON_DETECT_BATCH_SIZE": "300"})
     produce_readings(kafka.bootstrap, t.readings, part_c)
     total = len(readings)
     wait_for(lambda: _checkpoint_offsets(ckpt) == total, 90, "checkpoint of everything", det)
@@ -219,6 +223,8 @@ def test_kill9_and_restart_mid_stream_keep_the_events_and_one_notification_per_i
     after = t.events()
     assert det.stop() == 0
 
+    silent = [e for e in after if e.kind == DetectionKind.DATA_QUALITY and e.dq_kind == "silent"]
+    assert not silent, [e.to_dict() for e in silent]
     drops = [e for e in after if e.kind == DetectionKind.SUPPLY_DROP]
     assert {e.exchange_id for e in drops} == {"gypsum"}
     assert all(e.ts_ms >= trip.start_ms for e in drops)
