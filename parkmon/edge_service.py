@@ -31,7 +31,8 @@ Unacknowledged messages count against the broker's in-flight limit (Mosquitto
 `max_inflight_messages`, 20 by default, 100 in the dev broker) and the client's Receive Maximum
 (set to `checkpoint_messages`): the broker sends no more until some are acknowledged. So
 `checkpoint_messages` must not exceed the broker's limit; if it does, the pause rule (`stall_s`)
-still checkpoints, the service learns the limit (logged) and checkpoints at it from then on.
+still checkpoints, the service learns the limit (logged) and checkpoints at it, until more
+unacknowledged messages than that arrive (then the pauses were the devices', not the broker's).
 """
 
 from __future__ import annotations
@@ -699,6 +700,13 @@ class EdgeService:
         n = len(self.unacked)
         if n >= limit:
             self.cp.stall_streak.clear()
+            learned = self.cp.learned_inflight
+            if learned is not None and n + self.inbox.qsize() > learned:
+                # the broker sent more unacknowledged messages than the learned limit: it was a
+                # pause of the devices, not the broker's window
+                self.cp.learned_inflight = None
+                log.info("in-flight limit %d forgotten: %d messages arrived unacknowledged",
+                         learned, n + self.inbox.qsize(), extra={"event": "inflight_limit_reset"})
             self.checkpoint("messages")
         elif n and wall - self._last_msg_wall >= self.s.stall_s * 1000:
             self._learn_stall(n)

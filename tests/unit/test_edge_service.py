@@ -181,6 +181,11 @@ def test_a_pause_at_the_same_unacked_count_twice_learns_the_broker_limit(park, r
     assert svc.cp.learned_inflight == 20
     feed(svc, clock, messages[40:60], 41)
     assert len(svc.mqtt.acked) == 60  # checkpointed at 20 without waiting for a pause
+    # more than 20 unacknowledged messages arrive: the pauses were the devices', not the broker's
+    for i, m in enumerate(messages[60:100]):
+        svc._on_message(m.topic, m.payload, 61 + i, 1, 1)
+    svc.step(0)
+    assert svc.cp.learned_inflight is None
 
 
 def test_watermark_follows_readings_then_the_wall_clock_when_idle():
