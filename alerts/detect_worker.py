@@ -121,14 +121,15 @@ class DetectWorker:
         self.core = DetectCore(park, idle_after_ms=int(settings.idle_tick_s * 1000),
                                tick_step_ms=settings.tick_step_ms)
         client_id = f"{self.group}-{os.getpid()}"
+        kafka_log = logging.getLogger("parkmon.detect.librdkafka")  # librdkafka's lines as JSON
         self.consumer = Consumer({
             "bootstrap.servers": bootstrap, "group.id": self.group, "client.id": client_id,
             "enable.auto.commit": False, "enable.auto.offset.store": False,
-            "auto.offset.reset": "earliest", "enable.partition.eof": False,
+            "auto.offset.reset": "earliest", "enable.partition.eof": False, "logger": kafka_log,
         })
         self.producer = Producer({
             "bootstrap.servers": bootstrap, "client.id": client_id, "enable.idempotence": True,
-            "acks": "all", "linger.ms": 5, "message.timeout.ms": 0,
+            "acks": "all", "linger.ms": 5, "message.timeout.ms": 0, "logger": kafka_log,
         })
         self._delivery_errors: list[str] = []
         self._partitions: list[int] = []
@@ -143,11 +144,27 @@ class DetectWorker:
         if err is not None:
             self._delivery_errors.append(f"{msg.topic()}: {err}")
 
-    def _ensure_output_topics(self) -> None:
-        from ingest.kafka_out import ensure_topics
+    def _ensure_output_topics(self, timeout_s: float = 15.0) -> None:
+        """Create the alerts and dead-letter topics when missing (existing ones are left alone)."""
+        from confluent_kafka import KafkaError, KafkaException
+        from confluent_kafka.admin import AdminClient, NewTopic
 
-        ensure_topics(self.bootstrap, [self.alerts_topic, self.deadletter_topic],
-                      partitions=self.s.topic_partitions, replication=self.s.topic_replication)
+        admin = AdminClient({"bootstrap.servers": self.bootstrap,
+                             "logger": logging.getLogger("parkmon.detect.librdkafka")})
+        existing = admin.list_topics(timeout=timeout_s).topics
+        missing = [t for t in (self.alerts_topic, self.deadletter_topic) if t not in existing]
+        if not missing:
+            return
+        futures = admin.create_topics([NewTopic(t, self.s.topic_partitions,
+                                                self.s.topic_replication) for t in missing],
+                                      operation_timeout=timeout_s)
+        for topic, fut in futures.items():
+            try:
+                fut.result(timeout_s)
+            except KafkaException as exc:
+                if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                    raise SinkError(f"cannot create Kafka topic {topic!r}: {exc}") from exc
+        log.info("created topics", extra={"event": "topics_created", "topics": missing})
 
     def _readings_partitions(self, timeout_s: float = 10.0) -> list[int]:
         md = self.consumer.list_topics(self.readings_topic, timeout=timeout_s)

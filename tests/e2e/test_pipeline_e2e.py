@@ -229,19 +229,6 @@ def test_mqtt_to_influx_windows_and_signed_trip_webhook(
         pub.close()
     published_s = time.monotonic() - t_pub
 
-    # (a) per-minute windows in InfluxDB == the recount
-    def windows_complete() -> dict[tuple[str, int], float] | None:
-        got = query_windows(influx_bucket.url, influx_bucket.token, influx_bucket.org,
-                            influx_bucket.name, park_id)
-        return got if set(got) >= set(expected) else None
-
-    got = wait_for(windows_complete, 120, "every window in InfluxDB", logs)
-    t_windows = time.monotonic() - t_pub
-    assert set(got) == set(expected)
-    wrong = {k: (got[k], v) for k, v in expected.items()
-             if got[k] != pytest.approx(v, rel=1e-9, abs=1e-9)}
-    assert not wrong, f"{len(wrong)} of {len(expected)} windows differ: {list(wrong.items())[:5]}"
-
     # (b) a signed notification for the trip, naming the affected consumers
     wh = Webhook(SECRET)
 
@@ -274,9 +261,23 @@ def test_mqtt_to_influx_windows_and_signed_trip_webhook(
             if a["name"] in ("supply_drop", "supply_decline"):
                 assert a["labels"].get("exchange") == "gypsum", a
 
+    # (a) per-minute windows in InfluxDB == the recount
+    def windows_complete() -> dict[tuple[str, int], float] | None:
+        got = query_windows(influx_bucket.url, influx_bucket.token, influx_bucket.org,
+                            influx_bucket.name, park_id)
+        return got if set(got) >= set(expected) else None
+
+    got = wait_for(windows_complete, 120, "every window in InfluxDB", logs)
+    t_windows = time.monotonic() - t_pub
+    assert set(got) == set(expected)
+    wrong = {k: (got[k], v) for k, v in expected.items()
+             if got[k] != pytest.approx(v, rel=1e-9, abs=1e-9)}
+    assert not wrong, f"{len(wrong)} of {len(expected)} windows differ: {list(wrong.items())[:5]}"
+
     # every stage still up, and each stops cleanly on SIGTERM
     assert gw.alive() and worker.alive() and det.alive() and alerts.poll() is None, logs()
     assert det.stop() == 0, logs()
+    assert all("raw" not in rec for rec in det.log_lines()), "parkmon detect logs JSON lines only"
     alerts.send_signal(signal.SIGTERM)
     assert alerts.wait(30) == 0, logs()
     assert gw.terminate(60) == 0, logs()
