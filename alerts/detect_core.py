@@ -20,7 +20,9 @@ needs:
 - `checkpoint()` / `restore()`: the detectors' state together with the next offset of every
   partition it covers, as one pickle written atomically (`save_checkpoint`, `load_checkpoint`).
 
-Events come out as `alerts.model.DetectionEvent`s; their `event_id` is a hash of the finding (kind,
+Supply events carry `live_rates`: the current output rates of the exchange's in-park alternative
+suppliers (so the alert service ranks alternatives by live spare capacity, not only the park
+file's figure). Events come out as `alerts.model.DetectionEvent`s; their `event_id` is a hash of the finding (kind,
 exchange, meter, detection event time, ...), so the same finding produced again after a restart is
 dropped by the alert service (`AlertService.handle` / outbox `seen_event`).
 """
@@ -38,7 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from alerts.detect.events import to_detection_event
+from alerts.detect.events import SupplyDecline, SupplyDrop, to_detection_event
 from alerts.detect.park_monitor import ParkMonitor
 from alerts.model import DetectionEvent
 from parkmon.contracts import Reading, Reason
@@ -96,12 +98,58 @@ def event_key(ev: DetectionEvent) -> bytes:
     return (ev.exchange_id or ev.meter_id or "").encode()
 
 
+class LiveRates:
+    """Latest rate (canonical quantity per hour) of the meters of interest: a rate meter's last
+    value, a counter's increase over its last interval (none across a reset or a gap)."""
+
+    def __init__(self, meters: dict[str, str], max_gap_ms: int = 600_000) -> None:
+        self.kinds = dict(meters)  # meter id -> "counter" | "rate"
+        self.max_gap_ms = max_gap_ms
+        self.last: dict[str, tuple[int, float]] = {}
+        self.rates: dict[str, float] = {}
+
+    def observe(self, meter: str, ts_ms: int, value: float) -> None:
+        kind = self.kinds.get(meter)
+        if kind is None:
+            return
+        prev = self.last.get(meter)
+        if prev is not None and ts_ms <= prev[0]:
+            return
+        self.last[meter] = (ts_ms, value)
+        if kind != "counter":
+            self.rates[meter] = value
+        elif prev is not None and value >= prev[1] and ts_ms - prev[0] <= self.max_gap_ms:
+            self.rates[meter] = (value - prev[1]) * 3_600_000 / (ts_ms - prev[0])
+        else:
+            self.rates.pop(meter, None)
+
+
+def alternative_meters(park: Any) -> dict[str, list[str]]:
+    """Per exchange: the output meters (same carrier and material) of its in-park alternative
+    suppliers, whose live rates let the alert service rank them by live spare capacity."""
+    out: dict[str, list[str]] = {}
+    for x in park.exchanges:
+        ids: list[str] = []
+        for a in park.alternatives_for(x.id):
+            if a.external:
+                continue
+            ids += [m.id for m in park.meters_of.get(a.enterprise, ())
+                    if m.direction == "output" and m.carrier == x.carrier
+                    and m.material == x.material]
+        if ids:
+            out[x.id] = ids
+    return out
+
+
 class DetectCore:
     def __init__(self, park: Any, *, idle_after_ms: int = 60_000, tick_step_ms: int = 10_000,
                  monitor_factory: Callable[[Any], Any] = ParkMonitor) -> None:
         self.park_id = str(park.id)
         self.signature = park_signature(park)
         self.monitor: Any = monitor_factory(park)
+        self.alt_meters = alternative_meters(park)
+        wanted = {m for ms in self.alt_meters.values() for m in ms}
+        self.live = LiveRates({m.id: m.kind for m in park.meters if m.id in wanted})
         self.idle_after_ms = idle_after_ms
         self.tick_step_ms = max(1, tick_step_ms)
         self.offsets: dict[int, int] = {}  # partition -> next offset to read
@@ -150,6 +198,7 @@ class DetectCore:
                                            + traceback.format_exc(limit=3)))
                 continue
             out.readings += 1
+            self.live.observe(meter, ts, value)
         if batch and wall_ms is not None:
             self._last_record_wall = wall_ms
         if wm is not None:
@@ -198,7 +247,11 @@ class DetectCore:
 
     def _convert(self, raw: list[Any], out: BatchResult) -> None:
         for ev in raw:
-            out.events.append(to_detection_event(ev))
+            live = None
+            if isinstance(ev, SupplyDrop | SupplyDecline):
+                live = {m: self.live.rates[m] for m in self.alt_meters.get(ev.exchange, ())
+                        if m in self.live.rates}
+            out.events.append(to_detection_event(ev, live))
         self.counters.readings += out.readings
         self.counters.dead += len(out.dead)
         self.counters.events += len(out.events)
@@ -207,7 +260,8 @@ class DetectCore:
     def checkpoint(self, topic: str) -> dict[str, Any]:
         return {"v": CHECKPOINT_VERSION, "park": self.park_id, "signature": self.signature,
                 "topic": topic, "offsets": dict(self.offsets), "part_max_ts": dict(self.part_max_ts),
-                "max_ts": self.max_ts, "last_tick_ms": self.last_tick_ms, "monitor": self.monitor}
+                "max_ts": self.max_ts, "last_tick_ms": self.last_tick_ms, "monitor": self.monitor,
+                "live": self.live}
 
     def restore(self, ckpt: dict[str, Any], topic: str) -> None:
         """Continue from `checkpoint()` data; raises ValueError when it is not for this park/topic."""
@@ -222,6 +276,7 @@ class DetectCore:
         self.part_max_ts = {int(k): int(v) for k, v in ckpt["part_max_ts"].items()}
         self.max_ts = ckpt["max_ts"]
         self.last_tick_ms = ckpt["last_tick_ms"]
+        self.live = ckpt.get("live", self.live)
 
 
 def save_checkpoint(path: str | Path, data: dict[str, Any]) -> int:

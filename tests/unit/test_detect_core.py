@@ -197,3 +197,49 @@ def test_detection_events_convert_data_quality_too():
     res = c.process([rec(0, 0, "a", T0)])
     assert res.events[0].kind == DetectionKind.DATA_QUALITY
     assert res.events[0].meter_id == "power.steam_out"
+
+
+def test_live_rates_of_rate_and_counter_meters():
+    from alerts.detect_core import LiveRates
+
+    lr = LiveRates({"c": "counter", "r": "rate"}, max_gap_ms=600_000)
+    lr.observe("r", T0, 7.0)
+    lr.observe("c", T0, 100.0)
+    assert lr.rates == {"r": 7.0}
+    lr.observe("c", T0 + 60_000, 100.5)  # 0.5 in a minute = 30 per hour
+    assert lr.rates["c"] == pytest.approx(30.0)
+    lr.observe("c", T0 + 30_000, 999.0)  # older than the last: ignored
+    assert lr.rates["c"] == pytest.approx(30.0)
+    lr.observe("c", T0 + 120_000, 1.0)  # reset: no rate until the next interval
+    assert "c" not in lr.rates
+    lr.observe("c", T0 + 120_000 + 700_000, 2.0)  # after a gap: none either
+    assert "c" not in lr.rates
+    lr.observe("x", T0, 1.0)  # not a meter of interest
+    assert set(lr.rates) == {"r"}
+
+
+def test_supply_events_carry_the_live_output_of_in_park_alternatives(tmp_path: Path):
+    """District heat trips: the utility's heat pump output (an in-park alternative) is live, so
+    the alert service ranks it by its live spare capacity, not the park file's figure alone."""
+    from alerts.service import AlertService
+    from alerts.testing import FakeClock
+
+    sims, labels = simulate(_KB, scenario(
+        [{"kind": "trip", "exchange": "district_heat", "at": "150m", "duration": "30m"}],
+        "170m"), _START)
+    recs = _partitioned(canonical_readings(_KB, sims, lambda: _NOW))
+    drops = [e for e in DetectCore(_KB, idle_after_ms=0).process(recs).events
+             if e.kind == DetectionKind.SUPPLY_DROP]
+    assert [e.exchange_id for e in drops] == ["district_heat"]
+    live = drops[0].live_rates
+    heat_out = _KB.meter("utility.heat_out")
+    assert set(live) == {"utility.heat_out"} and 0 < live["utility.heat_out"] <= heat_out.capacity
+    clock = FakeClock(drops[0].ts_ms)
+    svc = AlertService.create(_KB, tmp_path / "a.sqlite", [], now_ms=clock)
+    svc.handle(drops[0].to_json())  # through JSON, as on the alerts topic
+    clock.advance(60_000)
+    alerts = [a for n in svc.tick() for a in n.alerts if a.impact]
+    alt = {o["enterprise"]: o for o in alerts[0].impact["alternatives"]}  # type: ignore[index]
+    assert alt["utility"]["source"] == "live"
+    assert alt["utility"]["spare_capacity"] <= heat_out.capacity - live["utility.heat_out"] + 1e-9
+    svc.close()
