@@ -160,10 +160,12 @@ class DetectCore:
         self._last_record_wall: int | None = None
 
     # -- intake ---------------------------------------------------------------------------------
-    def process(self, records: Iterable[Record], lagging: Iterable[int] = (),
+    def process(self, records: Iterable[Record],
+                lagging: Iterable[int] | Callable[[], Iterable[int]] = (),
                 wall_ms: int | None = None) -> BatchResult:
         """Feed one poll batch. `lagging`: partitions known to have more records waiting (their
-        event time holds the watermark back)."""
+        event time holds the watermark back), or a function giving them, called once the batch's
+        offsets are taken into account."""
         out = BatchResult()
         batch: list[tuple[int, str, float, Record]] = []
         for rec in records:
@@ -184,7 +186,7 @@ class DetectCore:
             if self.max_ts is None or r.ts_ms > self.max_ts:
                 self.max_ts = r.ts_ms
         batch.sort(key=lambda b: (b[0], b[1]))
-        wm = self.watermark(lagging)
+        wm = self.watermark(lagging() if callable(lagging) else lagging)
         step = self.tick_step_ms
         raw: list[Any] = []
         for ts, meter, value, rec in batch:

@@ -86,7 +86,7 @@ class DetectProcess:
         self.args = [sys.executable, "-m", "parkmon.cli", "detect", "--park", str(park_file)]
         base = {k: v for k, v in os.environ.items() if not k.startswith("PARKMON_")}
         self.env = {**base, "PARKMON_KAFKA_BOOTSTRAP": bootstrap, "PYTHONPATH": str(REPO_ROOT),
-                    "PYTHONUNBUFFERED": "1", **(env or {})}
+                    "PYTHONUNBUFFERED": "1", "PARKMON_DETECT_METRICS_PORT": "0", **(env or {})}
         self.log_path = log_path
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -115,6 +115,24 @@ class DetectProcess:
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
+
+    def metrics_port(self) -> int | None:
+        """The port of /metrics and /healthz, from the process's "metrics endpoint" log line."""
+        ports = [rec["port"] for rec in self.log_lines() if rec.get("event") == "http"]
+        return int(ports[-1]) if ports else None
+
+    def get(self, path: str) -> tuple[int, bytes]:
+        import urllib.error
+        import urllib.request
+
+        port = self.metrics_port()
+        if port is None:
+            raise RuntimeError("no metrics endpoint logged yet")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
+                return int(r.status), bytes(r.read())
+        except urllib.error.HTTPError as e:
+            return int(e.code), bytes(e.read())
 
     def log_lines(self) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []

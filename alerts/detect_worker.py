@@ -22,7 +22,9 @@ another park file) the worker starts from the group's committed offsets with fre
 re-learn their baselines (warm-up: 2 h of event time) before they can alarm again.
 
 Configuration (environment): PARKMON_KAFKA_BOOTSTRAP, PARKMON_DETECT_* (see DetectSettings).
-Logs are JSON lines on stderr. Exit codes: 0 clean stop, 1 Kafka failure, 2 bad configuration.
+Logs are JSON lines on stderr; GET /metrics (Prometheus) and /healthz (JSON, 503 when the loop
+stalls) on PARKMON_DETECT_METRICS_PORT (default 9111, -1 off).
+Exit codes: 0 clean stop, 1 Kafka failure, 2 bad configuration.
 """
 
 from __future__ import annotations
@@ -77,6 +79,9 @@ class DetectSettings(BaseSettings):
     metadata_refresh_s: float = 60.0  # look for new partitions of the readings topic
     flush_timeout_s: float = 30.0
     stats_interval_s: float = 30.0
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = 9111  # GET /metrics and /healthz; 0 picks a free port, -1 disables
+    healthy_within_s: float = 60.0  # /healthz is 503 when the loop has not turned for this long
     log_level: str = "INFO"
 
 
@@ -138,6 +143,9 @@ class DetectWorker:
         self._last_meta_wall = self.clock()
         self._last_stats_wall = self.clock()
         self.produced = 0
+        self.lagging: list[int] = []
+        self.last_step_wall: int | None = None
+        self.health_server: Any = None
 
     # -- start ----------------------------------------------------------------------------------
     def _on_delivery(self, err: Any, msg: Any) -> None:
@@ -227,6 +235,7 @@ class DetectWorker:
 
     # -- loop -----------------------------------------------------------------------------------
     def run(self) -> int:
+        self.start_health_server()
         self.start()
         try:
             while not self.stop.is_set():
@@ -239,6 +248,8 @@ class DetectWorker:
         finally:
             self.consumer.close()
             self.producer.flush(5)
+            if self.health_server is not None:
+                self.health_server.stop()
 
     def step(self) -> BatchResult:
         msgs = self.consumer.consume(num_messages=self.s.batch_size, timeout=self.s.poll_timeout_s)
@@ -251,14 +262,46 @@ class DetectWorker:
             records.append(Record(m.partition(), m.offset(), m.value() or b"", m.key()))
         wall = self.clock()
         if records:
-            res = self.core.process(records, self._lagging(), wall_ms=wall)
+            res = self.core.process(records, self._refresh_lagging, wall_ms=wall)
         else:
+            self._refresh_lagging()
             res = self.core.idle_tick(wall)
         self._publish(res, wall)
         if records:
             self._commit()
         self._housekeeping(wall)
+        self.last_step_wall = wall
         return res
+
+    # -- health and metrics ---------------------------------------------------------------------
+    def health(self) -> tuple[bool, dict[str, Any]]:
+        c = self.core.counters
+        age = None if self.last_step_wall is None else (self.clock() - self.last_step_wall) / 1000
+        ok = age is not None and age <= self.s.healthy_within_s
+        return ok, {"park": self.park.id, "loop_age_s": age, "watermark_ms": self.core.last_tick_ms,
+                    "records": c.records, "events": c.events, "dead": c.dead,
+                    "lagging_partitions": list(self.lagging), "partitions": self._partitions}
+
+    def start_health_server(self) -> int | None:
+        if self.s.metrics_port < 0:
+            return None
+        from prometheus_client import CollectorRegistry
+
+        from ingest.metrics import HealthServer
+
+        registry = CollectorRegistry()
+        registry.register(_DetectCollector(self))  # type: ignore[arg-type]
+        self.health_server = HealthServer(self.s.metrics_host, self.s.metrics_port, registry,
+                                          self.health)
+        self.health_server.start()
+        port = int(self.health_server.port)
+        log.info("metrics endpoint", extra={"event": "http", "host": self.s.metrics_host,
+                                            "port": port})
+        return port
+
+    def _refresh_lagging(self) -> list[int]:
+        self.lagging = self._lagging()
+        return self.lagging
 
     def _lagging(self) -> list[int]:
         """Partitions with records still to read (their cached high watermark is beyond what we
@@ -357,6 +400,33 @@ class DetectWorker:
                 [TopicPartition(self.readings_topic, p, OFFSET_BEGINNING) for p in new])
             self._partitions = sorted([*self._partitions, *new])
             log.info("new partitions assigned", extra={"event": "partitions_added", "new": new})
+
+
+class _DetectCollector:
+    """Prometheus view of the worker's counters (read at scrape time, no locks on the hot path)."""
+
+    def __init__(self, worker: DetectWorker) -> None:
+        self.w = worker
+
+    def collect(self) -> Any:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        c = self.w.core.counters
+        p = "parkmon_detect_"
+        yield CounterMetricFamily(p + "records", "records read from the readings topic",
+                                  value=c.records)
+        yield CounterMetricFamily(p + "readings", "readings fed to the detectors", value=c.readings)
+        yield CounterMetricFamily(p + "dead_letters", "records sent to the dead-letter topic",
+                                  value=c.dead)
+        yield CounterMetricFamily(p + "events", "detection events published", value=c.events)
+        yield CounterMetricFamily(p + "ticks", "detector ticks (event time)", value=c.ticks)
+        yield CounterMetricFamily(p + "idle_ticks", "detector ticks from the wall clock while idle",
+                                  value=c.idle_ticks)
+        wm = self.w.core.last_tick_ms
+        yield GaugeMetricFamily(p + "watermark_seconds", "event time the detectors have reached",
+                                value=(wm or 0) / 1000)
+        yield GaugeMetricFamily(p + "lagging_partitions",
+                                "partitions with records still to read", value=len(self.w.lagging))
 
 
 def main(argv: list[str]) -> int:

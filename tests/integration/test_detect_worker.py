@@ -119,6 +119,13 @@ def test_supply_trip_is_published_and_bad_records_are_dead_lettered(
     assert sorted(r["reason"] for r in recs) == ["invalid_json", "schema"]
     assert {r["topic"] for r in recs} == {t.readings}
     assert p.alive(), "a bad record must not stop the worker"
+    code, body = wait_for(lambda: (lambda r: r if json.loads(r[1]).get("records") == len(
+        readings) + 2 else None)(p.get("/healthz")), 30, "healthz counting every record", p)
+    health = json.loads(body)
+    assert code == 200 and health["status"] == "ok" and health["dead"] == 2
+    assert health["events"] >= 1 and health["lagging_partitions"] == []
+    code, body = p.get("/metrics")
+    assert code == 200 and b"parkmon_detect_dead_letters_total 2.0" in body
     assert p.stop() == 0
     lines = p.log_lines()
     assert all("raw" not in rec for rec in lines), "every log line is JSON"

@@ -243,3 +243,15 @@ def test_supply_events_carry_the_live_output_of_in_park_alternatives(tmp_path: P
     assert alt["utility"]["source"] == "live"
     assert alt["utility"]["spare_capacity"] <= heat_out.capacity - live["utility.heat_out"] + 1e-9
     svc.close()
+
+
+def test_lagging_may_be_a_function_called_after_the_batch_offsets_are_taken():
+    c = core(tick_step_ms=1_000)
+    seen: list[dict[int, int]] = []
+
+    def lagging() -> list[int]:
+        seen.append(dict(c.offsets))
+        return [1]
+
+    c.process([rec(0, 0, "a", T0 + 60_000), rec(1, 4, "b", T0 + 5_000)], lagging=lagging)
+    assert seen == [{0: 1, 1: 5}] and max(c.monitor.ticks) == T0 + 5_000
