@@ -178,7 +178,7 @@ def test_mqtt_to_influx_windows_and_signed_trip_webhook(
     worker = WorkerProcess(park_id, kafka.bootstrap, influx_bucket.url, influx_bucket.org,
                            influx_bucket.name, influx_bucket.token, tmp_path / "streams.log",
                            app_id=f"parkmon-streams-{tag}",
-                           extra=["--park", str(park_file), "--grace-ms", "600000",
+                           extra=["--park", str(park_file), "--grace-ms", "120000",
                                   "--idle-close-ms", "5000", "--flush-interval-s", "0.5"])
     procs.stoppers.append(worker.stop)
     worker.start()
