@@ -18,8 +18,9 @@ pytestmark = pytest.mark.unit
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE = REPO / "docker-compose.yml"
 ENV_EXAMPLE = REPO / ".env.example"
-EXPECTED = {"mosquitto", "kafka", "influxdb", "grafana", "gateway", "streams-worker", "alerts"}
-PARKMON_SERVICES = {"gateway": "gateway", "streams-worker": "streams", "alerts": "alerts"}
+EXPECTED = {"mosquitto", "kafka", "influxdb", "grafana", "gateway", "streams-worker", "detect", "alerts"}
+PARKMON_SERVICES = {"gateway": "gateway", "streams-worker": "streams", "detect": "detect",
+                    "alerts": "alerts"}
 SECRET_KEY = re.compile(r"(PASSWORD|TOKEN|SECRET)", re.I)
 
 
