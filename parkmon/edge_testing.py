@@ -69,29 +69,51 @@ def fleet_messages(park: Any, scenario: Any, *, start_ms: int, duration_ms: int,
 
 def publish(messages: list[FleetMessage], host: str, port: int, *, client_id: str,
             per_s: float | None = None, stop: threading.Event | None = None,
-            on_progress: Callable[[int], None] | None = None, timeout_s: float = 120.0) -> int:
+            on_progress: Callable[[int], None] | None = None, timeout_s: float = 120.0,
+            hold: threading.Event | None = None, held: threading.Event | None = None) -> int:
     """Publish with QoS 1 (optionally `per_s` messages per second); wait until the broker has
-    acknowledged every one. Returns how many were published."""
+    acknowledged every one. Returns how many were published.
+
+    hold / held: while `hold` is set, the publisher stops before its next message, waits until
+    the broker acknowledged everything sent so far, sets `held`, and waits for `hold` to clear
+    (a test restarts the broker meanwhile without paho re-sending an in-flight window behind
+    newer messages, which would reorder the stream)."""
     import paho.mqtt.client as mqtt
 
-    acked = threading.Semaphore(0)
+    cond = threading.Condition()
+    acked = [0]
     connected = threading.Event()
+
+    def on_publish(*_a: Any) -> None:
+        with cond:
+            acked[0] += 1
+            cond.notify_all()
+
     c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
                     protocol=mqtt.MQTTv311, clean_session=True)
     c.max_inflight_messages_set(200)
     c.max_queued_messages_set(0)
+    c.reconnect_delay_set(min_delay=1, max_delay=2)
     c.on_connect = lambda *a: connected.set()
-    c.on_publish = lambda *a: acked.release()
+    c.on_publish = on_publish
     c.connect(host, port)
     c.loop_start()
+    n = 0
     try:
         if not connected.wait(10):
             raise RuntimeError("publisher could not connect")
         t0 = time.monotonic()
-        n = 0
         for i, m in enumerate(messages):
             if stop is not None and stop.is_set():
                 break
+            if hold is not None and hold.is_set():
+                with cond:
+                    if not cond.wait_for(lambda k=n: acked[0] >= k, timeout_s):  # type: ignore[misc]
+                        raise RuntimeError("broker did not acknowledge before the hold")
+                if held is not None:
+                    held.set()
+                while hold.is_set():
+                    time.sleep(0.05)
             if per_s:
                 delay = t0 + i / per_s - time.monotonic()
                 if delay > 0:
@@ -102,10 +124,9 @@ def publish(messages: list[FleetMessage], host: str, port: int, *, client_id: st
             n += 1
             if on_progress is not None:
                 on_progress(n)
-        deadline = time.monotonic() + timeout_s
-        for _ in range(n):
-            if not acked.acquire(timeout=max(0.1, deadline - time.monotonic())):
-                raise RuntimeError("broker did not acknowledge every published message")
+        with cond:
+            if not cond.wait_for(lambda: acked[0] >= n, timeout_s):
+                raise RuntimeError(f"broker acknowledged {acked[0]} of {n} messages")
         return n
     finally:
         c.disconnect()
