@@ -18,10 +18,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "detect": ("alerts.detect_worker:main", "run the detectors on the readings topic and publish detection events"),
     "evaluate": ("alerts.evaluate:main", "score the detectors on labelled scenarios"),
     "services": ("parkmon.devservices.cli:main", "install/start/stop local Mosquitto, Kafka, InfluxDB"),
-    "pipeline": ("parkmon.pipeline:main", "run the skeleton pipeline on the provisioned services"),
     "demo": ("parkmon.demo:main", "run the whole monitor in one process on an embedded park"),
     "edge": ("parkmon.edge_service:main", "run the whole monitor in one process on live MQTT, writing to InfluxDB"),
-    "bench": ("benchmarks.cli:main", "run a benchmark and print figures"),
 }
 
 

@@ -21,3 +21,21 @@ def test_unknown_command_is_a_clear_error(capsys):
 def test_no_arguments_prints_usage_and_fails(capsys):
     assert cli.main([]) == 2
     assert "usage: parkmon" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("name", sorted(cli.COMMANDS))
+def test_every_command_target_exists(name):
+    import importlib
+
+    module_name, func_name = cli.COMMANDS[name][0].split(":")
+    assert callable(getattr(importlib.import_module(module_name), func_name))
+
+
+@pytest.mark.parametrize("name", ["park", "simulate", "gateway", "detect", "evaluate", "demo", "edge"])
+def test_command_help_exits_cleanly(name, capsys):
+    try:
+        code = cli.main([name, "--help"])
+    except SystemExit as exc:
+        code = exc.code
+    assert code == 0
+    assert "usage" in capsys.readouterr().out.lower()
