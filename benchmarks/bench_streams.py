@@ -16,7 +16,8 @@ Method (backlog drain):
     (committed offsets polled every 0.2 s), i.e. startup and recovery are excluded for both;
   * parkmon's p50/p99 from a window closing to InfluxDB accepting its point, from its stats log;
   * Faust alone (own process: the same topic consumed with noack_take and acked, no work), to
-    show how much of parkmon's time is Faust's own per-event cost;
+    show how much of parkmon's time is Faust's own per-event cost; once on asyncio's default loop
+    and once on uvloop (the worker's default loop, `--event-loop`);
   * the pure core alone (no Kafka) on the same readings, for reference; `--profile DIR` writes a
     pyinstrument profile of it.
 """
@@ -111,9 +112,14 @@ app.run()
 
 
 FAUST_BARE_CHILD = r'''
+import asyncio
 import sys
+bootstrap, group, topic, partitions, data_dir, loop = sys.argv[1:7]
+if loop == "uvloop":
+    import uvloop
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+asyncio.set_event_loop(asyncio.new_event_loop())
 import faust
-bootstrap, group, topic, partitions, data_dir = sys.argv[1:6]
 app = faust.App(group, broker=f"kafka://{bootstrap}", store="memory://", datadir=data_dir,
                 consumer_auto_offset_reset="earliest", web_enabled=False,
                 topic_partitions=int(partitions), broker_commit_interval=1.0)
@@ -131,14 +137,15 @@ Worker(app, loglevel="warning", quiet=True).execute_from_commandline()
 '''
 
 
-def run_faust_bare(bootstrap: str, topic: str, partitions: int, total: int, tmp: Path) -> dict:
+def run_faust_bare(bootstrap: str, topic: str, partitions: int, total: int, tmp: Path,
+                   loop: str = "asyncio") -> dict:
     """Faust alone on the same topic: consume, batch (noack_take), ack; no processing."""
     group = f"bench-faust-{uuid.uuid4().hex[:6]}"
     script = tmp / "faust_child.py"
     script.write_text(FAUST_BARE_CHILD)
-    log = open(tmp / "faust.log", "wb")  # noqa: SIM115
+    log = open(tmp / f"faust-{loop}.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen([sys.executable, str(script), bootstrap, group, topic,
-                             str(partitions), str(tmp / "faust-data")],
+                             str(partitions), str(tmp / f"faust-data-{loop}"), loop],
                             stdout=log, stderr=subprocess.STDOUT, cwd=tmp)
     try:
         return drain_rate(bootstrap, group, topic, partitions, total, proc)
@@ -240,6 +247,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{args.partitions} partitions, window {BASE_MS} ms, grace {GRACE_MS} ms")
     rows: list[tuple[float | None, float | None, dict]] = []
     bare: list[float] = []
+    bare_uv: list[float] = []
     for rep in range(args.repeat):
         park = f"bench{uuid.uuid4().hex[:8]}"
         ensure_topics(bootstrap, park, args.partitions)
@@ -252,10 +260,14 @@ def main(argv: list[str] | None = None) -> int:
             p = run_parkmon(bootstrap, park, args.partitions, total, tmp, influx, bucket)
             f = run_faust_bare(bootstrap, kafka_readings_topic(park), args.partitions, total,
                                tmp)
+            fu = run_faust_bare(bootstrap, kafka_readings_topic(park), args.partitions, total,
+                                tmp, loop="uvloop")
         influx.delete_bucket(b["id"])  # type: ignore[attr-defined]
-        print(f"run {rep + 1}: quix {q}  parkmon {p}  faust-bare {f}")
+        print(f"run {rep + 1}: quix {q}  parkmon {p}  faust-bare {f}  faust-bare-uvloop {fu}")
         if f["readings_per_s"]:
             bare.append(f["readings_per_s"])
+        if fu["readings_per_s"]:
+            bare_uv.append(fu["readings_per_s"])
         rows.append((q["readings_per_s"], p["readings_per_s"], p))
     qs = [r[0] for r in rows if r[0]]
     ps = [r[1] for r in rows if r[1]]
@@ -267,11 +279,13 @@ def main(argv: list[str] | None = None) -> int:
           f"{statistics.median(ps) if ps else float('nan'):,.0f}")
     if qs and ps:
         print(f"ratio parkmon / Quix: {statistics.median(ps) / statistics.median(qs):.2f}x")
-    if bare:
-        print(f"Faust alone (consume + ack, no work) readings/s (median of {len(bare)}): "
-              f"{statistics.median(bare):,.0f}"
-              + (f"  -> parkmon / Faust alone: {statistics.median(ps) / statistics.median(bare):.2f}x"
-                 if ps else ""))
+    for label, xs in (("asyncio loop", bare), ("uvloop, as the worker", bare_uv)):
+        if not xs:
+            continue
+        med = statistics.median(xs)
+        print(f"Faust alone ({label}; consume + ack, no work) readings/s (median of {len(xs)}): "
+              f"{med:,.0f}" + (f"  -> / Quix: {med / statistics.median(qs):.2f}x" if qs else "")
+              + (f"  parkmon / it: {statistics.median(ps) / med:.2f}x" if ps else ""))
     last = rows[-1][2]
     print(f"parkmon window close -> stored in InfluxDB: p50 {last.get('close_to_stored_p50_s')} s,"
           f" p99 {last.get('close_to_stored_p99_s')} s")

@@ -1,12 +1,14 @@
 """`parkmon streams worker`: run the Faust KPI worker for one park.
 
 Options fall back to environment variables (PARKMON_KAFKA_BOOTSTRAP, PARKMON_INFLUX_URL / _ORG /
-_BUCKET / _TOKEN, PARKMON_STREAMS_PARK_FILE); the token is only read from the environment.
+_BUCKET / _TOKEN, PARKMON_STREAMS_PARK_FILE, PARKMON_STREAMS_EVENT_LOOP); the token is only read
+from the environment.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import os
 import sys
@@ -43,7 +45,31 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--no-kpis", action="store_true", help="meter windows only (no KPI agent)")
     ap.add_argument("--loglevel", default="info")
+    ap.add_argument("--event-loop", choices=("uvloop", "asyncio"),
+                    default=os.environ.get("PARKMON_STREAMS_EVENT_LOOP", "uvloop"),
+                    help="event loop of the worker (default uvloop when installed, else asyncio)")
     return ap
+
+
+def _install_event_loop(name: str) -> str:
+    """Make `name` the loop Faust runs on; return the one actually installed.
+
+    Faust's per-reading path (fetch -> conductor -> stream queue -> agent -> ack) is mostly
+    event-loop work (tasks, futures, callbacks): on uvloop, Faust alone used about a fifth less
+    CPU per reading (docs/streams-worker.md, Throughput). The loop changes no ordering or acking, so the
+    delivery guarantees are the same with either.
+    """
+    if name == "uvloop":
+        try:
+            import uvloop
+        except ImportError:
+            logging.getLogger("parkmon.streams").warning(
+                "uvloop is not installed: running on asyncio's default loop (slower)")
+            name = "asyncio"
+        else:
+            asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    asyncio.set_event_loop(asyncio.new_event_loop())
+    return name
 
 
 def _setup_influx(argv: list[str]) -> int:
@@ -87,6 +113,8 @@ def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv[1:])
     logging.basicConfig(level=args.loglevel.upper(),
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    loop_name = _install_event_loop(args.event_loop)
+    logging.getLogger("parkmon.streams").info("event loop: %s", loop_name)
     try:
         from parkmon.park import example_park_path, load_park
         from streams.app import WorkerOptions, create_app, ensure_topics
