@@ -53,7 +53,7 @@ from alerts.detect_core import (
     save_checkpoint,
 )
 from parkmon.contracts import kafka_alerts_topic, kafka_readings_topic
-from parkmon.errors import ConfigError, ParkFileError, ParkmonError, SinkError
+from parkmon.errors import ConfigError, ParkmonError, SinkError
 
 log = logging.getLogger("parkmon.detect")
 
@@ -455,21 +455,10 @@ def main(argv: list[str]) -> int:
         over["log_level"] = args.log_level
     settings = settings.model_copy(update=over)
     setup_logging(settings.log_level)
-    if not settings.park_file:
-        print("parkmon detect: no park file; pass --park FILE or set PARKMON_DETECT_PARK_FILE",
-              file=sys.stderr)
-        return 2
+    from parkmon.cliutil import load_park_or_explain
 
-    from parkmon.park import load_park
-
-    try:
-        park = load_park(settings.park_file)
-    except ParkFileError as exc:
-        print(f"parkmon detect: park file is not valid:\n{exc}", file=sys.stderr)
-        return 2
-    except OSError as exc:
-        print(f"parkmon detect: cannot read park file {settings.park_file!r}: {exc}",
-              file=sys.stderr)
+    park = load_park_or_explain("detect", settings.park_file, "PARKMON_DETECT_PARK_FILE")
+    if park is None:
         return 2
 
     stop = threading.Event()

@@ -17,7 +17,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from parkmon.errors import ConfigError, ParkFileError, ParkmonError
+from parkmon.errors import ConfigError, ParkmonError
 
 _STD_ATTRS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message",
                                                                                     "asctime"}
@@ -88,20 +88,10 @@ def main(argv: list[str]) -> int:
     mq = mq.model_copy(update=mq_over)
     setup_logging(gw.log_level)
     log = logging.getLogger("parkmon.gateway")
-    if not gw.park_file:
-        print("parkmon gateway: no park file; pass --park FILE or set PARKMON_GATEWAY_PARK_FILE",
-              file=sys.stderr)
-        return 2
+    from parkmon.cliutil import load_park_or_explain
 
-    from parkmon.park import load_park
-
-    try:
-        park = load_park(gw.park_file)
-    except ParkFileError as exc:
-        print(f"parkmon gateway: park file is not valid:\n{exc}", file=sys.stderr)
-        return 2
-    except OSError as exc:
-        print(f"parkmon gateway: cannot read park file {gw.park_file!r}: {exc}", file=sys.stderr)
+    park = load_park_or_explain("gateway", gw.park_file, "PARKMON_GATEWAY_PARK_FILE")
+    if park is None:
         return 2
 
     from ingest.gateway import Gateway

@@ -805,7 +805,7 @@ def main(argv: list[str]) -> int:
     from pydantic import ValidationError
 
     from ingest.cli import setup_logging
-    from parkmon.errors import ConfigError, ParkFileError
+    from parkmon.errors import ConfigError
 
     ap = argparse.ArgumentParser(
         prog="parkmon edge", formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -836,19 +836,10 @@ def main(argv: list[str]) -> int:
             over[key] = getattr(args, opt)
     s = s.model_copy(update=over)
     setup_logging(s.log_level)
-    if not s.park_file:
-        print("parkmon edge: no park file; pass --park FILE or set PARKMON_EDGE_PARK_FILE",
-              file=sys.stderr)
-        return 2
-    from parkmon.park import load_park
+    from parkmon.cliutil import load_park_or_explain
 
-    try:
-        park = load_park(s.park_file)
-    except ParkFileError as exc:
-        print(f"parkmon edge: park file is not valid:\n{exc}", file=sys.stderr)
-        return 2
-    except OSError as exc:
-        print(f"parkmon edge: cannot read park file {s.park_file!r}: {exc}", file=sys.stderr)
+    park = load_park_or_explain("edge", s.park_file, "PARKMON_EDGE_PARK_FILE")
+    if park is None:
         return 2
     if args.client_id:
         mq = mq.model_copy(update={"client_id": args.client_id})
