@@ -108,7 +108,8 @@ def test_kill9_mid_stream_then_restart_equals_recount(kafka, influx, influx_buck
     strict=False,
     reason="known stall (issue 5, open): after the rebalance the surviving Faust worker restores "
            "the dead worker's partition and seeks to its committed offset, then never fetches it "
-           "again (faust-streaming #175/#640 family); failed in about 1 of 3 full runs",
+           "again (faust-streaming #629, open: partitions not fetched after a rebalance); failed "
+           "in about 1 of 3 full runs",
 )
 def test_two_workers_one_killed_the_other_takes_over(kafka, influx, influx_bucket, tmp_path):
     park = f"f2{uuid.uuid4().hex[:8]}"
