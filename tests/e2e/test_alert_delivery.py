@@ -247,7 +247,7 @@ def detector_events(trip: bool, silent_meter: str | None) -> list[DetectionEvent
     """Run the real detectors (alerts.detect.ParkMonitor) over synthetic 10 s readings of the toy
     park: normal operation long enough for the detectors' warm-up, then the power station trips
     and/or a meter falls silent, then 40 minutes more."""
-    detect = pytest.importorskip("alerts.detect")
+    import alerts.detect as detect
     cfg = detect.DetectorConfig()
     period_ms = 10_000
     history = int((cfg.warmup_samples + cfg.learn_delay_samples) * 1.5) + 60

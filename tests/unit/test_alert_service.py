@@ -204,7 +204,7 @@ def test_unknown_exchange_is_a_payload_error_and_changes_nothing(tmp_path, clock
 
 
 def test_detector_events_are_accepted_through_the_adapter(tmp_path, clock) -> None:
-    events = pytest.importorskip("alerts.detect.events")
+    import alerts.detect.events as events
     sink = Sink()
     svc = make(tmp_path, clock, sink)
     svc.handle(events.SupplyDrop(exchange="steam", start_ms=clock() - 60 * S, detected_ms=clock(),
