@@ -9,9 +9,10 @@ Method (backlog drain):
   * Quix Streams (own process, consumer group of its own): the same tumbling one-minute windows
     with the same grace, `sum()` per meter, `.final()` results to an output topic, RocksDB state
     with changelog topics, at-least-once, commit every 1 s;
-  * parkmon (`parkmon streams worker`, own process): windows per meter (counter deltas / rate
-    integration, dedup, late handling), written synchronously to InfluxDB, KPI agent on, changelog
-    state, offsets committed every 1 s after InfluxDB accepted;
+  * parkmon (`parkmon streams worker`, own process), once per engine (`--engine batch`, the
+    confluent-kafka batch loop, and `--engine faust`, the Faust app): windows per meter (counter
+    deltas / rate integration, dedup, late handling), written synchronously to InfluxDB, KPIs on,
+    changelog state, offsets committed only after InfluxDB accepted;
   * readings/s = readings committed between the first and the last observed commit of the group
     (committed offsets polled every 0.2 s), i.e. startup and recovery are excluded for both;
   * parkmon's p50/p99 from a window closing to InfluxDB accepting its point, from its stats log;
@@ -172,13 +173,14 @@ def run_quix(bootstrap: str, topic: str, partitions: int, total: int, tmp: Path)
 
 
 def run_parkmon(bootstrap: str, park: str, partitions: int, total: int, tmp: Path,
-                influx: Any, bucket: str) -> dict:
+                influx: Any, bucket: str, engine: str = "batch") -> dict:
     from streams.testing import WorkerProcess
 
-    group = f"bench-parkmon-{uuid.uuid4().hex[:6]}"
+    group = f"bench-parkmon-{engine}-{uuid.uuid4().hex[:6]}"
     w = WorkerProcess(park, bootstrap, influx.url, influx.org, bucket, influx.token,
-                      tmp / "parkmon.log", app_id=group,
-                      extra=["--grace-ms", str(GRACE_MS), "--partitions", str(partitions)])
+                      tmp / f"parkmon-{engine}.log", app_id=group,
+                      extra=["--grace-ms", str(GRACE_MS), "--partitions", str(partitions),
+                             "--engine", engine])
     w.start()
     assert w.proc is not None
     try:
@@ -232,6 +234,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--partitions", type=int, default=2)
     ap.add_argument("--repeat", type=int, default=1)
     ap.add_argument("--profile", default=None)
+    ap.add_argument("--no-faust-alone", action="store_true",
+                    help="skip the two 'Faust alone' reference runs")
     args = ap.parse_args(argv)
 
     from parkmon import devservices
@@ -246,6 +250,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"workload: {total} readings (49 meters x {args.steps} steps of 5 s), "
           f"{args.partitions} partitions, window {BASE_MS} ms, grace {GRACE_MS} ms")
     rows: list[tuple[float | None, float | None, dict]] = []
+    faust_rates: list[float] = []
     bare: list[float] = []
     bare_uv: list[float] = []
     for rep in range(args.repeat):
@@ -254,20 +259,29 @@ def main(argv: list[str] | None = None) -> int:
         produce(bootstrap, kafka_readings_topic(park), readings)
         bucket = f"bench-{park}"
         b = influx.create_bucket(bucket)  # type: ignore[attr-defined]
+        f = fu = {"readings_per_s": None}
         with tempfile.TemporaryDirectory(prefix="bench-streams-") as d:
             tmp = Path(d)
+            # interleaved, so a load change on the shared machine hits all of them alike
             q = run_quix(bootstrap, kafka_readings_topic(park), args.partitions, total, tmp)
-            p = run_parkmon(bootstrap, park, args.partitions, total, tmp, influx, bucket)
-            f = run_faust_bare(bootstrap, kafka_readings_topic(park), args.partitions, total,
-                               tmp)
-            fu = run_faust_bare(bootstrap, kafka_readings_topic(park), args.partitions, total,
-                                tmp, loop="uvloop")
+            p = run_parkmon(bootstrap, park, args.partitions, total, tmp, influx, bucket,
+                            "batch")
+            pf = run_parkmon(bootstrap, park, args.partitions, total, tmp, influx, bucket,
+                             "faust")
+            if not args.no_faust_alone:
+                f = run_faust_bare(bootstrap, kafka_readings_topic(park), args.partitions,
+                                   total, tmp)
+                fu = run_faust_bare(bootstrap, kafka_readings_topic(park), args.partitions,
+                                    total, tmp, loop="uvloop")
         influx.delete_bucket(b["id"])  # type: ignore[attr-defined]
-        print(f"run {rep + 1}: quix {q}  parkmon {p}  faust-bare {f}  faust-bare-uvloop {fu}")
+        print(f"run {rep + 1}: quix {q}  parkmon-batch {p}  parkmon-faust {pf}  "
+              f"faust-bare {f}  faust-bare-uvloop {fu}")
         if f["readings_per_s"]:
             bare.append(f["readings_per_s"])
         if fu["readings_per_s"]:
             bare_uv.append(fu["readings_per_s"])
+        if pf["readings_per_s"]:
+            faust_rates.append(pf["readings_per_s"])
         rows.append((q["readings_per_s"], p["readings_per_s"], p))
     qs = [r[0] for r in rows if r[0]]
     ps = [r[1] for r in rows if r[1]]
@@ -275,10 +289,18 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(f"Quix Streams   readings/s (median of {len(qs)}): "
           f"{statistics.median(qs) if qs else float('nan'):,.0f}")
-    print(f"parkmon streams readings/s (median of {len(ps)}): "
+    print(f"parkmon worker, batch engine, readings/s (median of {len(ps)}): "
           f"{statistics.median(ps) if ps else float('nan'):,.0f}")
     if qs and ps:
-        print(f"ratio parkmon / Quix: {statistics.median(ps) / statistics.median(qs):.2f}x")
+        print(f"ratio parkmon batch / Quix: {statistics.median(ps) / statistics.median(qs):.2f}x")
+    if faust_rates:
+        med = statistics.median(faust_rates)
+        print(f"parkmon worker, Faust engine, readings/s (median of {len(faust_rates)}): "
+              f"{med:,.0f}" + (f"  -> / Quix: {med / statistics.median(qs):.2f}x" if qs else ""))
+    if qs:
+        ratios = [r[1] / r[0] for r in rows if r[0] and r[1]]
+        if ratios:
+            print(f"per-run ratios batch / Quix: {', '.join(f'{x:.2f}' for x in ratios)}")
     for label, xs in (("asyncio loop", bare), ("uvloop, as the worker", bare_uv)):
         if not xs:
             continue
@@ -287,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{med:,.0f}" + (f"  -> / Quix: {med / statistics.median(qs):.2f}x" if qs else "")
               + (f"  parkmon / it: {statistics.median(ps) / med:.2f}x" if ps else ""))
     last = rows[-1][2]
-    print(f"parkmon window close -> stored in InfluxDB: p50 {last.get('close_to_stored_p50_s')} s,"
+    print(f"parkmon (batch) window close -> stored in InfluxDB: p50 {last.get('close_to_stored_p50_s')} s,"
           f" p99 {last.get('close_to_stored_p99_s')} s")
     print(f"pure core alone (decode + KpiEngine.ingest, no Kafka): {core:,.0f} readings/s")
     if args.profile:

@@ -1,5 +1,6 @@
 """Walking skeleton of the streams stage: readings on Kafka -> `parkmon streams worker` process
-(Faust) -> one-minute windows and KPIs in InfluxDB, asserted with Flux queries."""
+-> one-minute windows and KPIs in InfluxDB, asserted with Flux queries. Every test runs against
+both engines of the worker: the Faust app and the confluent-kafka batch loop."""
 
 from __future__ import annotations
 
@@ -23,15 +24,15 @@ def bucket_name(b):
     return b if isinstance(b, str) else getattr(b, "name", None) or b["name"]
 
 
-@pytest.fixture
-def worker_factory(kafka, influx, influx_bucket, tmp_path):
+@pytest.fixture(params=["faust", "batch"])
+def worker_factory(request, kafka, influx, influx_bucket, tmp_path):
     started = []
 
     def make(park_id, *extra, app_id=None):
         w = WorkerProcess(park_id, kafka.bootstrap, influx.url, influx.org,
                           bucket_name(influx_bucket), influx.token,
                           tmp_path / f"worker-{len(started)}.log", app_id=app_id,
-                          extra=list(extra))
+                          extra=["--engine", request.param, *extra])
         started.append(w)
         return w.start()
 

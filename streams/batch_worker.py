@@ -1,0 +1,524 @@
+"""`parkmon streams worker --engine batch`: the same core and guarantees as the Faust app
+(`streams/app.py`), in one synchronous loop over confluent-kafka batches.
+
+Why a second engine: Faust's per-event path (a `Message`, an `Event`, a queue hand-off between two
+tasks and several await layers per reading) costs about 2.5x the per-reading time of a plain
+consumer loop (docs/streams-worker.md, "Throughput"); here a batch of up to `batch_max` readings
+is fetched with one `Consumer.consume` call and goes straight through the pure core.
+
+Loop, per batch (one thread, nothing runs concurrently, so no locks):
+  1. `consume(batch_max, flush_interval_s)` from the readings topic (partitions of this worker);
+  2. each reading goes through its partition's `WindowEngine`; decode errors, unknown meters,
+     non-finite values and readings later than the grace period become dead letters with a reason;
+  3. closed / corrected meter windows are written to InfluxDB, retried until accepted (while
+     retrying, the consumer is paused and polled so the group keeps it: an outage stalls the
+     worker, it loses nothing);
+  4. the window results go to `parkmon.<park>.meter-windows`, the dead letters to the streams
+     dead-letter topic, the changed engine state (dirty meters + partition meta with the last
+     processed offset) to the compacted topic `<group>-batch-meter-state` (partition = the
+     readings partition); the producer is flushed (acks=all);
+  5. only then the offsets are committed (synchronously).
+A crash anywhere replays from the last committed offset; the engine restored from the changelog
+skips readings at or below its saved offset and deduplicates the rest by (meter, ts_ms); points
+are re-written under the same window-start timestamp, so InfluxDB ends equal to a recount.
+
+Indicators: a second consumer (group `<group>-kpis`) reads the single-partition meter-windows
+topic into a `KpiAggregator` whose base windows live in `<group>-batch-kpi-state`, with the
+same write -> changelog -> commit order. With several workers exactly one owns that partition.
+
+Rebalances: confluent-kafka runs the assign/revoke callbacks inside `consume`, i.e. between two
+batches, when everything processed is already committed. Revoked partitions drop their engine;
+assigned ones restore it from the changelog before the first reading is processed. This engine
+does not have faust-streaming's "partition never fetched after rebalance" problem (#629).
+
+Idle close (`idle_close_ms`): a partition's event time follows the wall clock only when it is
+caught up (the consumer reported end-of-partition after its last reading) and nothing arrived for
+`idle_close_ms`; a backlog, a replay after a restart or a stall on InfluxDB never counts as idle.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Producer,
+    TopicPartition,
+)
+
+from parkmon.contracts import Reason, kafka_readings_topic, kafka_streams_deadletter_topic
+from parkmon.errors import PayloadError, SinkError
+from streams.app import WorkerOptions, WorkerStats, _decode, _dlq_value, meter_windows_topic
+from streams.core.engine import KpiAggregator
+from streams.core.model import KpiModel
+from streams.core.points import PointSpec, to_points
+from streams.core.windows import LateReading, WindowEngine, WindowResult
+from streams.influx_sink import InfluxSink
+from streams.metrics import LoopHealth, StreamsCollector, make_registry
+
+log = logging.getLogger("parkmon.streams")
+
+META_KEY = "__partition__"  # changelog key of a partition's engine meta (meter ids are not this)
+KPI_META_KEY = "meta"
+
+
+def group_id(opts: WorkerOptions) -> str:
+    return opts.app_id or f"parkmon-streams-batch-{opts.park_id}"
+
+
+def changelog_topics(opts: WorkerOptions) -> tuple[str, str]:
+    g = group_id(opts)
+    # not Faust's `<app id>-meter-state-changelog`: a group switched between engines must not
+    # read the other engine's state format
+    return f"{g}-batch-meter-state", f"{g}-batch-kpi-state"
+
+
+def ensure_changelogs(opts: WorkerOptions, partitions: int, timeout_s: float = 15.0) -> None:
+    """Create the compacted state topics if missing (partitions like the readings topic)."""
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    admin = AdminClient({"bootstrap.servers": opts.bootstrap})
+    meters, kpis = changelog_topics(opts)
+    have = admin.list_topics(timeout=timeout_s).topics
+    cfg = {"cleanup.policy": "compact"}
+    new = [NewTopic(t, n, 1, config=cfg) for t, n in ((meters, partitions), (kpis, 1))
+           if t not in have]
+    if not new:
+        return
+    for t, fut in admin.create_topics(new, operation_timeout=timeout_s).items():
+        try:
+            fut.result()
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                raise SinkError(f"cannot create Kafka topic {t}: {exc}") from exc
+
+
+def read_changelog(bootstrap: str, topic: str, partition: int,
+                   timeout_s: float = 60.0) -> dict[str, Any]:
+    """Last value per key of one changelog partition (tombstones remove the key)."""
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"{topic}-restore",
+                  "enable.auto.commit": False, "enable.partition.eof": True})
+    state: dict[str, Any] = {}
+    try:
+        lo, hi = c.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout_s)
+        if hi <= lo:
+            return state
+        c.assign([TopicPartition(topic, partition, OFFSET_BEGINNING)])
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            for m in c.consume(10_000, 1.0):
+                if m.error():
+                    if m.error().code() == KafkaError._PARTITION_EOF:
+                        return state
+                    raise SinkError(f"reading changelog {topic}[{partition}]: {m.error()}")
+                key = (m.key() or b"").decode()
+                val = m.value()
+                if val is None:
+                    state.pop(key, None)
+                else:
+                    state[key] = json.loads(val)
+                if m.offset() >= hi - 1:
+                    return state
+        raise SinkError(f"changelog {topic}[{partition}] not read to its end in {timeout_s} s")
+    finally:
+        c.close()
+
+
+class BatchWorker:
+    def __init__(self, opts: WorkerOptions, model: KpiModel, sink: InfluxSink,
+                 now_ms: Callable[[], int] = lambda: int(time.time() * 1000),
+                 metrics_port: int = -1, metrics_host: str = "127.0.0.1") -> None:
+        self.opts = opts
+        self.metrics_port = metrics_port
+        self.metrics_host = metrics_host
+        self.health = LoopHealth()
+        self.health_server: Any = None
+        self.model = model
+        self.sink = sink
+        self.now_ms = now_ms
+        self.stats = WorkerStats()
+        self.stop_event = threading.Event()
+        self.readings_topic = kafka_readings_topic(opts.park_id)
+        self.windows_topic = meter_windows_topic(opts.park_id)
+        self.dlq_topic = kafka_streams_deadletter_topic(opts.park_id)
+        self.meter_cl, self.kpi_cl = changelog_topics(opts)
+        self.engines: dict[int, WindowEngine] = {}
+        self.done_offset: dict[int, int] = {}  # partition -> last offset whose effect is saved
+        self.last_seen: dict[int, int] = {}  # partition -> wall clock of last reading / advance
+        self.caught_up: dict[int, bool] = {}  # end of partition reached since the last reading
+        self.agg: KpiAggregator | None = None  # while we own the meter-windows partition
+        self.kpi_windows_saved: set[int] = set()
+        g = group_id(opts)
+        common = {"bootstrap.servers": opts.bootstrap, "enable.auto.commit": False,
+                  "enable.auto.offset.store": False, "auto.offset.reset": "earliest",
+                  "session.timeout.ms": int(opts.session_timeout_s * 1000),
+                  "heartbeat.interval.ms": int(max(1.0, opts.session_timeout_s / 10) * 1000),
+                  "enable.partition.eof": True}
+        self.consumer = Consumer({**common, "group.id": g})
+        self.kpi_consumer = Consumer({**common, "group.id": f"{g}-kpis"}) if opts.kpis \
+            else None
+        self.producer = Producer({"bootstrap.servers": opts.bootstrap, "acks": "all",
+                                  "enable.idempotence": True, "linger.ms": 5,
+                                  "compression.type": "lz4"})
+        self._last_stats = time.monotonic()
+        self._stash: list[Any] = []  # messages received while holding a batch (keepalive)
+        self._kpi_stash: list[Any] = []
+
+    # -- rebalance ---------------------------------------------------------------------------
+    def _on_assign(self, consumer: Any, tps: list[TopicPartition]) -> None:
+        for tp in tps:
+            self._restore(tp.partition)
+
+    def _on_revoke(self, consumer: Any, tps: list[TopicPartition]) -> None:
+        for tp in tps:
+            if self.engines.pop(tp.partition, None) is not None:
+                log.info("partition %d: engine dropped on rebalance", tp.partition)
+            self.caught_up.pop(tp.partition, None)
+
+    def _restore(self, p: int) -> None:
+        state = read_changelog(self.opts.bootstrap, self.meter_cl, p)
+        meta = state.pop(META_KEY, None)
+        if meta is None:
+            eng = WindowEngine(self.model, self.opts.base_window_ms, self.opts.grace_ms)
+            self.done_offset[p] = -1
+        else:
+            self.done_offset[p] = int(meta.get("kafka_offset", -1))
+            eng = WindowEngine.from_parts(self.model, meta,
+                                          {k: v for k, v in state.items() if v is not None})
+        log.info("partition %d: restored %d meters, watermark %s, offset %d", p,
+                 len(state), eng.watermark_ms, self.done_offset[p])
+        self.engines[p] = eng
+        self.last_seen[p] = self.now_ms()
+        self.caught_up[p] = False
+
+    def _on_kpi_assign(self, consumer: Any, tps: list[TopicPartition]) -> None:
+        if not tps:
+            return
+        state = read_changelog(self.opts.bootstrap, self.kpi_cl, 0)
+        a = KpiAggregator(self.model, self.opts.base_window_ms)
+        wins = {int(k[1:]): v for k, v in state.items() if k.startswith("w") and v is not None}
+        a.load(state.get(KPI_META_KEY), wins)
+        self.agg = a
+        self.kpi_windows_saved = set(wins)
+        log.info("kpis: restored %d base windows", len(wins))
+
+    def _on_kpi_revoke(self, consumer: Any, tps: list[TopicPartition]) -> None:
+        if tps:
+            self.agg = None
+
+    # -- output ------------------------------------------------------------------------------
+    def _write_until_accepted(self, points: list[PointSpec]) -> None:
+        """Write to InfluxDB, retrying until it accepts; keep the group membership meanwhile."""
+        paused = False
+        try:
+            while True:
+                try:
+                    self.sink.write(points)
+                    return
+                except SinkError as exc:
+                    self.stats.sink_failures += 1
+                    wait = getattr(exc, "retry_after_s", None) or self.opts.retry_sleep_s
+                    log.error("InfluxDB not accepting writes (%s); holding offsets, retry in "
+                              "%.1f s", exc, wait)
+                    if not paused:
+                        self._pause_all(True)
+                        paused = True
+                    self._keepalive(wait)
+        finally:
+            if paused:
+                self._pause_all(False)
+                for p in self.caught_up:  # what queued up meanwhile must arrive first
+                    self.caught_up[p] = False
+
+    def _pause_all(self, pause: bool) -> None:
+        for c in (self.consumer, self.kpi_consumer):
+            if c is None:
+                continue
+            try:
+                asg = c.assignment()
+                if asg:
+                    (c.pause if pause else c.resume)(asg)
+            except KafkaException as exc:
+                log.warning("pause/resume: %s", exc)
+
+    def _keepalive(self, seconds: float) -> None:
+        """Serve the consumers' group protocol while holding a batch (max.poll.interval): poll
+        with every partition paused. A rebalance meanwhile may assign new (unpaused)
+        partitions; their messages are kept for the next batch, never dropped."""
+        end = time.monotonic() + seconds
+        while True:
+            self._pause_all(True)
+            for m in self.consumer.consume(100, 0):
+                if not m.error():
+                    self._stash.append(m)
+            if self.kpi_consumer is not None:
+                for m in self.kpi_consumer.consume(100, 0):
+                    if not m.error():
+                        self._kpi_stash.append(m)
+            left = end - time.monotonic()
+            if left <= 0:
+                return
+            time.sleep(min(0.5, left))
+
+    def _save_partition(self, p: int) -> None:
+        eng = self.engines[p]
+        for mid in eng.take_dirty():
+            st = eng.meter_state(mid)
+            self.producer.produce(self.meter_cl, key=mid.encode(), partition=p,
+                                  value=None if st is None else json.dumps(st).encode())
+        meta = eng.meta_state()
+        meta["kafka_offset"] = self.done_offset.get(p, -1)
+        self.producer.produce(self.meter_cl, key=META_KEY.encode(), partition=p,
+                              value=json.dumps(meta).encode())
+
+    def _flush_producer(self) -> None:
+        while True:
+            left = self.producer.flush(30)
+            if left == 0:
+                return
+            log.error("Kafka producer: %d messages not yet delivered; holding offsets", left)
+            self._keepalive(1.0)
+
+    def _commit(self, consumer: Any, offsets: list[TopicPartition]) -> None:
+        if not offsets:
+            return
+        try:
+            consumer.commit(offsets=offsets, asynchronous=False)
+        except KafkaException as exc:
+            # lost the partitions meanwhile (rebalance): their next owner replays from the last
+            # commit and skips what the changelog already holds
+            log.warning("offset commit failed (%s); the next owner replays", exc)
+
+    def _deliver(self, outs: list[tuple[int, WindowResult]], dead: list[tuple[bytes | None, bytes]],
+                 closed_at: list[float]) -> None:
+        live = [o for p, o in outs if p in self.engines]
+        if live:
+            self._write_until_accepted(to_points(self.opts.park_id, live))
+            self.stats.windows_written += len(live)
+            done = time.monotonic()
+            self.stats.close_to_stored_s.extend(done - t for t in closed_at)
+            self.producer.produce(self.windows_topic, key=self.opts.park_id.encode(),
+                                  value=json.dumps([o.to_dict() for o in live]).encode())
+        for key, val in dead:
+            self.stats.deadlettered += 1
+            reason = json.loads(val)["reason"]
+            self.stats.by_reason[reason] = self.stats.by_reason.get(reason, 0) + 1
+            self.producer.produce(self.dlq_topic, key=key, value=val)
+
+    # -- the loop ----------------------------------------------------------------------------
+    def process(self, msgs: list[Any]) -> None:
+        if self._stash:
+            msgs, self._stash = self._stash + msgs, []
+        used: dict[int, WindowEngine] = {}  # the engine each partition's readings went into
+        outs: list[tuple[int, WindowResult]] = []
+        dead: list[tuple[bytes | None, bytes]] = []
+        closed_at: list[float] = []
+        commit: dict[int, int] = {}
+        now = self.now_ms()
+        grace = self.opts.grace_ms
+        for m in msgs:
+            err = m.error()
+            if err is not None:
+                if err.code() == KafkaError._PARTITION_EOF:
+                    if m.partition() in self.caught_up:
+                        self.caught_up[m.partition()] = True
+                    continue
+                log.warning("consumer: %s", err)
+                continue
+            p = m.partition()
+            eng = self.engines.get(p)
+            if eng is None:  # revoked between fetch and now: the next owner has it
+                continue
+            used[p] = eng
+            self.stats.readings += 1
+            self.last_seen[p] = now
+            self.caught_up[p] = False
+            off = m.offset()
+            commit[p] = off
+            if off <= self.done_offset[p]:
+                self.stats.replayed += 1
+                continue
+            self.done_offset[p] = off
+            raw = m.value()
+            try:
+                r = _decode(raw)
+                for o in eng.ingest(r.meter, r.ts_ms, r.value):
+                    if isinstance(o, WindowResult):
+                        outs.append((p, o))
+                        closed_at.append(time.monotonic())
+                    elif isinstance(o, LateReading):
+                        self.stats.late += 1
+                        dead.append((m.key(), _dlq_value(
+                            raw, o.reason, f"window already final (watermark "
+                            f"{o.watermark_ms}, grace {grace} ms)", partition=p, offset=off)))
+            except PayloadError as exc:
+                dead.append((m.key(), _dlq_value(raw, str(exc.reason), exc.message,
+                                                 partition=p, offset=off)))
+            except Exception as exc:  # one bad message is dead-lettered, never skipped
+                dead.append((m.key(), _dlq_value(raw, Reason.PROCESSING_ERROR,
+                                                 f"{type(exc).__name__}: {exc}",
+                                                 partition=p, offset=off)))
+        if not commit:
+            return
+        self._deliver(outs, dead, closed_at)
+
+        def owned(p: int) -> bool:  # still ours, and not re-assigned (= restored) meanwhile
+            return self.engines.get(p) is used[p]
+
+        for p in commit:
+            if owned(p):
+                self._save_partition(p)
+        self._flush_producer()
+        self._commit(self.consumer, [TopicPartition(self.readings_topic, p, o + 1)
+                                     for p, o in commit.items() if owned(p)])
+        self.stats.flushes += 1
+
+    def idle_close(self) -> None:
+        idle = self.opts.idle_close_ms
+        if idle is None:
+            return
+        now = self.now_ms()
+        outs: list[tuple[int, WindowResult]] = []
+        touched = []
+        for p, eng in self.engines.items():
+            since = self.last_seen.get(p)
+            if (eng.watermark_ms is None or since is None or not self.caught_up.get(p)
+                    or now - since < idle):
+                continue
+            for o in eng.advance(eng.watermark_ms + (now - since)):
+                if isinstance(o, WindowResult):
+                    outs.append((p, o))
+            self.last_seen[p] = now
+            touched.append(p)
+        if not touched:
+            return
+        self._deliver(outs, [], [])
+        for p in touched:
+            self._save_partition(p)
+        self._flush_producer()
+
+    def process_kpis(self, msgs: list[Any]) -> None:
+        assert self.kpi_consumer is not None
+        if self._kpi_stash:
+            msgs, self._kpi_stash = self._kpi_stash + msgs, []
+        last: int | None = None
+        results: list[WindowResult] = []
+        for m in msgs:
+            if m.error() is not None:
+                if m.error().code() != KafkaError._PARTITION_EOF:
+                    log.warning("kpi consumer: %s", m.error())
+                continue
+            last = m.offset()
+            try:
+                results.extend(WindowResult.from_dict(d) for d in json.loads(m.value()))
+            except Exception as exc:
+                self.producer.produce(self.dlq_topic, key=m.key(), value=_dlq_value(
+                    m.value(), Reason.PROCESSING_ERROR, f"{type(exc).__name__}: {exc}"))
+        if last is None or self.agg is None:
+            return
+        a = self.agg
+        pts = to_points(self.opts.park_id, a.update(results))
+        if pts:
+            self._write_until_accepted(pts)
+            self.stats.kpi_points_written += len(pts)
+        if self.agg is not a:  # lost (or re-restored) the partition while writing
+            return
+        for w in a.take_dirty():
+            val = a.window_state(w)
+            self.producer.produce(self.kpi_cl, key=f"w{w}".encode(), partition=0,
+                                  value=None if val is None else json.dumps(val).encode())
+            self.kpi_windows_saved.add(w)
+        for w in [w for w in self.kpi_windows_saved if w not in a.base]:
+            self.producer.produce(self.kpi_cl, key=f"w{w}".encode(), partition=0, value=None)
+            self.kpi_windows_saved.discard(w)
+        self.producer.produce(self.kpi_cl, key=KPI_META_KEY.encode(), partition=0,
+                              value=json.dumps(a.meta_state()).encode())
+        self._flush_producer()
+        self._commit(self.kpi_consumer,
+                     [TopicPartition(self.windows_topic, 0, last + 1)])
+
+    def engine_stats(self) -> dict[str, int]:
+        eng_stats: dict[str, int] = {}
+        for eng in list(self.engines.values()):
+            for k, v in eng.stats.to_dict().items():
+                eng_stats[k] = eng_stats.get(k, 0) + v
+        return eng_stats
+
+    def start_metrics(self) -> int | None:
+        """GET /metrics and /healthz (503 when the loop has not completed a batch for 120 s,
+        e.g. while InfluxDB is down); None when disabled (port < 0)."""
+        if self.metrics_port < 0:
+            return None
+        from ingest.metrics import HealthServer
+
+        reg = make_registry(StreamsCollector(
+            self.stats, self.engine_stats, lambda: dict(self.sink.stats.__dict__),
+            lambda: {p: e.watermark_ms for p, e in list(self.engines.items())}))
+        self.health_server = HealthServer(self.metrics_host, self.metrics_port, reg,
+                                          self.health)
+        self.health_server.start()
+        port = int(self.health_server.port)
+        log.info("metrics endpoint on http://%s:%d/metrics", self.metrics_host, port)
+        return port
+
+    def log_stats(self, force: bool = False) -> None:
+        if not force and time.monotonic() - self._last_stats < 10.0:
+            return
+        self._last_stats = time.monotonic()
+        eng_stats = self.engine_stats()
+        log.info("streams stats: %s", json.dumps({**self.stats.summary(), "engine": eng_stats,
+                                                  "sink": self.sink.stats.__dict__},
+                                                 default=str))
+
+    def run(self) -> int:
+        self.consumer.subscribe([self.readings_topic], on_assign=self._on_assign,
+                                on_revoke=self._on_revoke, on_lost=self._on_revoke)
+        if self.kpi_consumer is not None:
+            self.kpi_consumer.subscribe([self.windows_topic], on_assign=self._on_kpi_assign,
+                                        on_revoke=self._on_kpi_revoke,
+                                        on_lost=self._on_kpi_revoke)
+        log.info("streams worker (batch engine) started: group %s, topic %s",
+                 group_id(self.opts), self.readings_topic)
+        self.start_metrics()
+        try:
+            while not self.stop_event.is_set():
+                msgs = self.consumer.consume(self.opts.batch_max, self.opts.flush_interval_s)
+                self.process(msgs)
+                self.idle_close()
+                if self.kpi_consumer is not None:
+                    self.process_kpis(self.kpi_consumer.consume(self.opts.batch_max, 0))
+                self.log_stats()
+                self.health.beat(partitions=sorted(self.engines), kpis=self.agg is not None)
+        finally:
+            if self.health_server is not None:
+                self.health_server.stop()
+            self.log_stats(force=True)
+            self._flush_producer_quietly()
+            for c in (self.consumer, self.kpi_consumer):
+                if c is not None:
+                    c.close()  # leaves the group: the partitions move at once
+            log.info("streams worker stopped")
+        return 0
+
+    def _flush_producer_quietly(self) -> None:
+        try:
+            self.producer.flush(10)
+        except KafkaException as exc:
+            log.warning("final producer flush: %s", exc)
+
+    def install_signal_handlers(self) -> None:
+        def stop(signum: int, frame: Any) -> None:
+            log.info("signal %d: stopping after the current batch", signum)
+            self.stop_event.set()
+
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
