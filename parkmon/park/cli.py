@@ -29,7 +29,7 @@ def describe(park: Park) -> str:
         lines.append(f"  {e.id} - {e.name} [{e.sector}], {len(meters)} meters")
         for m in meters:
             what = m.carrier + (f":{m.material}" if m.material else "")
-            origin = f" ({m.origin})" if m.origin else ""
+            origin = f" ({m.origin})" if m.origin else (f" (fate {m.fate})" if m.fate else "")
             x = park.exchange_of_meter.get(m.id)
             link = f"  <-> exchange {x.id}" if x else ""
             lines.append(f"    {m.id:<32} {m.direction:<8} {what:<28} {m.kind:<7} "

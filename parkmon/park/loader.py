@@ -27,6 +27,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from parkmon.errors import ParkFileError
 from parkmon.park.model import (
     CARRIER_DIMENSIONS,
+    FATES,
+    WASTE_CARRIERS,
     Alternative,
     Carrier,
     Criticality,
@@ -35,6 +37,7 @@ from parkmon.park.model import (
     Enterprise,
     Exchange,
     FactorPoint,
+    Fate,
     MaintenanceWindow,
     Meter,
     MeterKind,
@@ -84,6 +87,7 @@ class _MeterSpec(_Spec):
     material: str | None = None
     direction: Direction
     origin: Origin | None = None
+    fate: Fate | None = None
     kind: MeterKind
     unit: str
     period_s: float = Field(default=60.0, gt=0)
@@ -206,7 +210,8 @@ def _pydantic_problem(err: Mapping[str, Any], prefix: tuple[Any, ...]) -> str:
         return f"{path}: unknown field {loc[-1]!r}{hint}"
     if typ == "literal_error":
         expected = err.get("ctx", {}).get("expected", "")
-        return f"{path}: expected {expected}, got {_short(err.get('input'))}"
+        hint = _FATE_CODES if loc and loc[-1] == "fate" else ""
+        return f"{path}: expected {expected}, got {_short(err.get('input'))}{hint}"
     if typ == "string_pattern_mismatch":
         allowed = "letters, digits, '_', '-', '.'" if "." in str(err.get("ctx", {}).get("pattern", "")) \
             else "letters, digits, '_', '-'"
@@ -215,6 +220,8 @@ def _pydantic_problem(err: Mapping[str, Any], prefix: tuple[Any, ...]) -> str:
 
 
 _BRANCH_TAGS = {"str", "float", "int", "list", "tuple"}
+_FATE_CODES = ("; Waste Framework Directive operations: recycling = reuse and R2-R11, "
+               "energy_recovery = R1, disposal = D1-D15")
 
 
 def _model_at(loc: tuple[Any, ...]) -> type[_Spec] | None:
@@ -429,6 +436,24 @@ def _cross_check(spec: dict[str, Any], problems: list[str], declared_ids: list[s
             exchanges.append(ex)
             ex_index[ex.id] = i
 
+    # a meter supplying an exchange goes to a partner: a fate must not say otherwise
+    for x in exchanges:
+        for mid in x.suppliers:
+            sm = meters.get(mid)  # None: the meter is invalid, already reported
+            fate = sm.fate if sm is not None else None
+            if fate == "disposal":
+                why = "its flow goes to a partner, not to disposal (D1-D15)"
+            elif fate == "energy_recovery":
+                why = ("a flow delivered to a partner counts as valorised, so it cannot also be "
+                       "reported as energy recovery (R1)")
+            else:
+                continue
+            problems.append(
+                f"meters[{meter_index[mid]}].fate: {fate!r} contradicts exchange {x.id!r} "
+                f"(exchanges[{ex_index[x.id]}]), which meter {mid!r} supplies: {why}; remove "
+                "fate, or set 'recycling' (use a separate meter for a part of the flow that "
+                "goes elsewhere)")
+
     # alternatives
     alternatives: list[Alternative] = []
     for i, a in enumerate(spec["alternatives"]):
@@ -569,7 +594,23 @@ def _check_meter(i: int, m: _MeterSpec, ent_index: dict[str, int], ent_ids: list
         problems.append(f"{loc}.origin: required for an input meter; expected one of "
                         "'virgin', 'grid', 'secondary', 'partner'")
     if m.direction != "input" and m.origin is not None:
-        problems.append(f"{loc}.origin: only input meters have an origin (this is an {m.direction} meter)")
+        hint = ""
+        if m.direction == "output" and m.carrier in WASTE_CARRIERS:
+            hint = (f"; where a by-product or waste goes is its fate: "
+                    f"{', '.join(repr(f) for f in FATES)}")
+        problems.append(f"{loc}.origin: only input meters have an origin (this is an "
+                        f"{m.direction} meter){hint}")
+    if m.fate is not None:
+        if m.direction != "output":
+            hint = "; an input meter's provenance is its origin" if m.direction == "input" else ""
+            problems.append(f"{loc}.fate: only output meters have a fate (where a by-product or "
+                            f"waste goes); this is an {m.direction} meter{hint}")
+        elif m.carrier not in WASTE_CARRIERS:
+            why = {"wastewater": " (wastewater is outside the Waste Framework Directive)",
+                   "product": " (a product is not waste)"}.get(m.carrier, "")
+            problems.append(f"{loc}.fate: carrier {m.carrier!r} is not a by-product or "
+                            f"waste{why}; only outputs of carrier "
+                            f"{' or '.join(repr(c) for c in WASTE_CARRIERS)} have a fate")
     if m.direction == "emission" and m.carrier != "co2":
         problems.append(f"{loc}.carrier: an emission meter measures 'co2', got {m.carrier!r}")
     try:
@@ -592,6 +633,11 @@ def _check_meter(i: int, m: _MeterSpec, ent_index: dict[str, int], ent_ids: list
                         f"needs a unit per time such as '{CANONICAL_QUANTITY[info.dimension]}/h'")
         return None
     qunit = CANONICAL_QUANTITY[info.dimension]
+    if m.fate is not None and m.direction == "output" and m.carrier in WASTE_CARRIERS \
+            and info.dimension != "mass":
+        problems.append(f"{loc}.fate: {m.unit!r} measures {info.dimension}, but waste KPIs count "
+                        f"by-products and waste by mass; meter this output in a mass unit such as "
+                        f"'{'t/h' if info.is_rate else 't'}' to give it a fate")
 
     def rate_q(field: str, value: QuantityText | None) -> float | None:
         if value is None:
@@ -639,7 +685,7 @@ def _check_meter(i: int, m: _MeterSpec, ent_index: dict[str, int], ent_ids: list
         return None
     return Meter(
         id=m.id, enterprise=m.enterprise, carrier=m.carrier, material=m.material,
-        direction=m.direction, origin=m.origin, kind=m.kind, unit=m.unit,
+        direction=m.direction, origin=m.origin, fate=m.fate, kind=m.kind, unit=m.unit,
         canonical_unit=info.canonical_unit, quantity_unit=qunit, dimension=info.dimension,
         scale=info.scale, period_s=m.period_s, range_min=range_min, range_max=range_max,
         capacity=capacity, nominal=nominal, rollover=rollover, profile=m.profile, name=m.name)

@@ -19,6 +19,13 @@ Carrier = Literal[
 CARRIERS: tuple[str, ...] = Carrier.__args__  # type: ignore[attr-defined]
 Direction = Literal["input", "output", "emission"]
 Origin = Literal["virgin", "grid", "secondary", "partner"]
+#: where an output of by-products or waste goes, by EU Waste Framework Directive (2008/98/EC)
+#: operation: recycling = reuse and R2-R11, energy_recovery = R1, disposal = D1-D15
+Fate = Literal["recycling", "energy_recovery", "disposal"]
+FATES: tuple[str, ...] = Fate.__args__  # type: ignore[attr-defined]
+#: carriers whose outputs are by-products or waste (and may have a fate); wastewater is outside
+#: the Waste Framework Directive (art. 2(2)(a)), products are not waste
+WASTE_CARRIERS: tuple[str, ...] = ("material", "biomass")
 MeterKind = Literal["counter", "rate"]
 Dimension = Literal["energy", "mass", "volume"]
 Criticality = Literal["low", "medium", "high", "critical"]
@@ -66,6 +73,9 @@ class Meter(_Frozen):
     material: str | None = None
     direction: Direction
     origin: Origin | None = None
+    #: outputs of by-products and waste only: where the flow goes outside the park's exchanges
+    #: (None: not known, counted as not valorised unless the meter supplies an exchange)
+    fate: Fate | None = None
     kind: MeterKind
     unit: str
     canonical_unit: str  # "MWh" | "t" | "m3" for counters, "MWh/h" | "t/h" | "m3/h" for rates

@@ -343,3 +343,110 @@ def test_type_problems_give_one_line_each() -> None:
         "meters[1].range: expected [min, max]",
         "meters[3].period_s: Input should be greater than 0, got -5",
     ]
+
+
+# --------------------------------------------------------------------------------------------
+# fate: where an output of by-products or waste goes (Waste Framework Directive operation)
+
+
+def fate_park() -> dict[str, Any]:
+    """small_park plus a slag output (not in an exchange) that may carry a fate."""
+    data = small_park()
+    data["meters"].append(
+        {"id": "power.slag_out", "enterprise": "power", "carrier": "material", "material": "slag",
+         "direction": "output", "kind": "counter", "unit": "t", "capacity": "5 t/h"})
+    return data
+
+
+@pytest.mark.parametrize("fate", ["recycling", "energy_recovery", "disposal"])
+def test_fate_on_a_waste_output_loads(fate: str) -> None:
+    data = fate_park()
+    data["meters"][5]["fate"] = fate
+    park = build_park(data)
+    assert park.meter("power.slag_out").fate == fate
+    assert park.meter("power.gypsum_out").fate is None  # optional: old files stay valid
+
+
+def test_fate_recycling_on_an_exchange_supplier_is_consistent() -> None:
+    data = fate_park()
+    data["meters"][0]["fate"] = "recycling"
+    assert build_park(data).meter("power.gypsum_out").fate == "recycling"
+
+
+@pytest.mark.parametrize(
+    ("meter_index", "change", "expected"),
+    [
+        (5, {"fate": "landfill"},
+         "meters[5].fate: expected 'recycling', 'energy_recovery' or 'disposal', got 'landfill'; "
+         "Waste Framework Directive operations: recycling = reuse and R2-R11, energy_recovery = "
+         "R1, disposal = D1-D15"),
+        (2, {"fate": "recycling"},
+         "meters[2].fate: only output meters have a fate (where a by-product or waste goes); this "
+         "is an input meter; an input meter's provenance is its origin"),
+        (1, {"fate": "energy_recovery"},
+         "meters[1].fate: carrier 'heat' is not a by-product or waste; only outputs of carrier "
+         "'material' or 'biomass' have a fate"),
+        (4, {"fate": "disposal"},
+         "meters[4].fate: carrier 'product' is not a by-product or waste (a product is not "
+         "waste); only outputs of carrier 'material' or 'biomass' have a fate"),
+        (5, {"fate": "disposal", "unit": "m3", "capacity": "5 m3/h"},
+         "meters[5].fate: 'm3' measures volume, but waste KPIs count by-products and waste by "
+         "mass; meter this output in a mass unit such as 't' to give it a fate"),
+        (5, {"origin": "secondary"},
+         "meters[5].origin: only input meters have an origin (this is an output meter); where a "
+         "by-product or waste goes is its fate: 'recycling', 'energy_recovery', 'disposal'"),
+    ],
+)
+def test_fate_problems(meter_index: int, change: dict[str, Any], expected: str) -> None:
+    data = fate_park()
+    data["meters"][meter_index].update(change)
+    assert problems_of(data) == [expected]
+
+
+def test_fate_on_wastewater_names_the_directive() -> None:
+    data = fate_park()
+    data["meters"].append(
+        {"id": "boards.wastewater_out", "enterprise": "boards", "carrier": "wastewater",
+         "direction": "output", "fate": "recycling", "kind": "counter", "unit": "m3",
+         "capacity": "5 m3/h"})
+    assert problems_of(data) == [
+        "meters[6].fate: carrier 'wastewater' is not a by-product or waste (wastewater is "
+        "outside the Waste Framework Directive); only outputs of carrier 'material' or 'biomass' "
+        "have a fate"]
+
+
+@pytest.mark.parametrize(("fate", "why"), [
+    ("disposal", "its flow goes to a partner, not to disposal (D1-D15)"),
+    ("energy_recovery", "a flow delivered to a partner counts as valorised, so it cannot also "
+                        "be reported as energy recovery (R1)"),
+])
+def test_fate_contradicting_the_exchange_a_meter_supplies(fate: str, why: str) -> None:
+    data = fate_park()
+    data["meters"][0]["fate"] = fate
+    assert problems_of(data) == [
+        f"meters[0].fate: '{fate}' contradicts exchange 'gypsum' (exchanges[0]), which meter "
+        f"'power.gypsum_out' supplies: {why}; remove fate, or set 'recycling' (use a separate "
+        "meter for a part of the flow that goes elsewhere)"]
+
+
+def test_cli_check_reports_a_bad_fate(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = fate_park()
+    data["meters"][2]["fate"] = "recycling"
+    f = tmp_path / "bad.yaml"
+    f.write_text(yaml.safe_dump(data))
+    assert park_main(["check", str(f)]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"{f}: 1 problem(s)",
+        "  meters[2].fate: only output meters have a fate (where a by-product or waste goes); "
+        "this is an input meter; an input meter's provenance is its origin",
+    ]
+
+
+def test_cli_show_prints_the_fate(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = fate_park()
+    data["meters"][5]["fate"] = "disposal"
+    f = tmp_path / "ok.yaml"
+    f.write_text(yaml.safe_dump(data))
+    assert park_main(["show", str(f)]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if "power.slag_out" in x)
+    assert line.rstrip().endswith("(fate disposal)")
