@@ -92,8 +92,11 @@ def park_overview() -> Dashboard:
               "none", GridPos(h=4, w=6, x=18, y=0)),
         _ts("Circularity indicators, park (1 h rolling)",
             kpi_query("park", park, "1h", ["material_circularity_ratio", "waste_valorisation_rate",
-                                           "water_reuse_rate", "symbiotic_exchange_share"]),
-            "percentunit", GridPos(h=8, w=12, x=0, y=4)),
+                                           "energy_recovery_rate", "water_reuse_rate",
+                                           "symbiotic_exchange_share"]),
+            "percentunit", GridPos(h=8, w=12, x=0, y=4),
+            "Waste valorisation: to a partner or recycling (R2-R11); energy recovery (R1) "
+            "separately. Definitions: docs/kpis.md"),
         _ts("Carbon intensity by enterprise (1 h rolling, t CO2e / t)",
             kpi_query("enterprise", ".*", "1h", ["carbon_intensity_t_co2e_per_t"]),
             "none", GridPos(h=8, w=12, x=12, y=4)),

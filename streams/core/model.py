@@ -25,10 +25,19 @@ FUEL_CARRIERS = frozenset({"fuel_gas", "fuel_oil", "coal", "biomass"})
 PURCHASED_ENERGY_CARRIERS = frozenset({"electricity", "heat", "steam"})
 #: meter origins that make an input "secondary" (by-product, recycled, reused, from a partner)
 SECONDARY_ORIGINS = frozenset({"secondary", "partner"})
+#: carriers whose outputs are by-products or waste (mirrors parkmon.park.model.WASTE_CARRIERS)
+WASTE_CARRIERS = frozenset({"material", "biomass"})
+#: where an output of by-products or waste goes, by EU Waste Framework Directive operation:
+#: recycling = reuse and R2-R11, energy_recovery = R1, disposal = D1-D15 (parkmon.park.model.FATES)
+FATES = frozenset({"recycling", "energy_recovery", "disposal"})
 
 
 @dataclass(frozen=True, slots=True)
 class MeterInfo:
+    """One meter as the KPI core sees it. `origin` describes an input (where it comes from),
+    `fate` an output of by-products or waste (where it goes); a hand-built MeterInfo that mixes
+    them up raises ConfigError rather than being silently left out of an indicator."""
+
     id: str
     enterprise: str
     carrier: str
@@ -41,6 +50,21 @@ class MeterInfo:
     max_gap_ms: int = 300_000  # rate meters: no integration across a longer silence
     exchange: str | None = None  # the exchange this meter supplies or receives, if any
     exchange_role: str | None = None  # "supplier" | "consumer"
+    fate: str | None = None  # by-product/waste outputs: "recycling" | "energy_recovery" | "disposal"
+
+    def __post_init__(self) -> None:
+        if self.fate is not None:
+            if self.fate not in FATES:
+                raise ConfigError(f"meter {self.id!r}: unknown fate {self.fate!r}; expected one "
+                                  f"of {', '.join(sorted(FATES))}")
+            if self.direction != "output" or self.carrier not in WASTE_CARRIERS:
+                raise ConfigError(f"meter {self.id!r}: fate {self.fate!r} on a {self.carrier} "
+                                  f"{self.direction} meter; only outputs of "
+                                  f"{' or '.join(sorted(WASTE_CARRIERS))} have a fate")
+        if self.origin is not None and self.direction != "input":
+            raise ConfigError(f"meter {self.id!r}: origin {self.origin!r} on an {self.direction} "
+                              "meter; only inputs have an origin (an output's destination is "
+                              "its fate)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,7 +179,7 @@ class KpiModel:
                 id=m.id, enterprise=m.enterprise, carrier=m.carrier, direction=m.direction,
                 kind=m.kind, quantity_unit=m.quantity_unit, origin=m.origin, material=m.material,
                 rollover=m.rollover, max_gap_ms=int(max(300.0, 3 * float(m.period_s)) * 1000),
-                exchange=xid, exchange_role=role,
+                exchange=xid, exchange_role=role, fate=m.fate,
             )
         factors = {
             carrier: Factor(carrier=carrier, value=f.value, per_unit=f.per_unit,

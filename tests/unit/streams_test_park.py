@@ -2,6 +2,9 @@
 
 P power station, G plasterboard, R refinery, N pharma. Exchanges: gypsum P->G, steam P->N
 (10 % loss), refinery gas R->P, cooling water R->P. Quantities are for one window, in t, MWh, m3.
+By-products and waste not in an exchange have a fate (FATES): P's fly ash goes to recycling
+outside the park, P's slag to landfill, G's waste and R's oily sludge to energy recovery (R1),
+R's sulphur and N's sludge to recycling.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ METERS = [
     ("P.groundwater", "P", "water", "input", "m3", "virgin", 1000.0),
     ("P.cw_in", "P", "water", "input", "m3", "partner", 390.0),
     ("P.gypsum", "P", "material", "output", "t", None, 30.0),
-    ("P.flyash", "P", "material", "output", "t", "secondary", 20.0),
+    ("P.flyash", "P", "material", "output", "t", None, 20.0),
     ("P.slag", "P", "material", "output", "t", None, 10.0),
     ("P.steam", "P", "steam", "output", "MWh", None, 50.0),
     ("G.gypsum_in", "G", "material", "input", "t", "partner", 28.0),
@@ -30,14 +33,25 @@ METERS = [
     ("R.elec", "R", "electricity", "input", "MWh", "grid", 20.0),
     ("R.products", "R", "product", "output", "t", None, 450.0),
     ("R.gas_out", "R", "fuel_gas", "output", "MWh", None, 20.0),
-    ("R.sulphur", "R", "material", "output", "t", "secondary", 4.0),
+    ("R.sulphur", "R", "material", "output", "t", None, 4.0),
+    ("R.oily_sludge", "R", "material", "output", "t", None, 6.0),
     ("R.cw_out", "R", "water", "output", "m3", None, 400.0),
     ("N.steam_in", "N", "steam", "input", "MWh", "partner", 45.0),
     ("N.water", "N", "water", "input", "m3", "virgin", 300.0),
     ("N.elec", "N", "electricity", "input", "MWh", "grid", 10.0),
     ("N.insulin", "N", "product", "output", "t", None, 2.0),
-    ("N.sludge", "N", "material", "output", "t", "secondary", 100.0),
+    ("N.sludge", "N", "material", "output", "t", None, 100.0),
 ]
+
+# where by-products and waste go (outputs only; Waste Framework Directive operation)
+FATES = {
+    "P.flyash": "recycling",         # R5, cement works outside the park
+    "P.slag": "disposal",            # D1, landfill
+    "G.waste": "energy_recovery",    # R1, waste-to-energy plant
+    "R.sulphur": "recycling",        # R5
+    "R.oily_sludge": "energy_recovery",  # R1
+    "N.sludge": "recycling",         # R10, land treatment
+}
 
 EXCHANGES = [
     ExchangeInfo("X_gyp", "material", "t", ("P.gypsum",), ("G.gypsum_in",), 0.0, "gypsum",
@@ -65,7 +79,7 @@ def model(rel_tolerance: float = 0.05) -> KpiModel:
     for mid, ent, carrier, direction, unit, origin, _q in METERS:
         xid, role = roles.get(mid, (None, None))
         meters[mid] = MeterInfo(mid, ent, carrier, direction, "counter", unit, origin=origin,
-                                exchange=xid, exchange_role=role)
+                                exchange=xid, exchange_role=role, fate=FATES.get(mid))
     return KpiModel("testpark", ("P", "G", "R", "N"), meters, tuple(EXCHANGES), FACTORS,
                     mass_balance_rel_tolerance=rel_tolerance)
 
