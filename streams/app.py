@@ -18,6 +18,19 @@ Two agents, both with concurrency 1 and manual acknowledgement (`stream.noack_ta
 2. `kpis` reads the meter windows (one partition) into a `KpiAggregator` and writes indicator
    points the same way (state per base window in the table `kpi-state`).
 
+Two safety nets around Faust's consumer, both in the `supervise` task:
+- the wall-clock idle close (`idle_close_ms`) only advances event time of a partition that is
+  caught up (the broker's end offset is not above the last offset the agent took) and got
+  nothing for idle_close_ms since its last reading or its (re)assignment, so a replay or a
+  backlog is never finalised by the wall clock;
+- a stall watchdog (`stall_timeout_s`): an assigned input partition with unread input, no
+  progress for that long while its agent waits for input, is resumed and re-seeked to its
+  committed offset (faust-streaming #629: after a rebalance a partition can stay assigned but
+  never be fetched again). Nothing is skipped; re-read readings are skipped as replayed or
+  deduplicated, and Faust's commits go on (no gap in front of its acked offsets).
+  After `stall_max_attempts` seeks that did not help, the worker exits (crash-only; state and
+  offsets are consistent at any point, as after kill -9) for its supervisor to restart it.
+
 Why not Faust's own windowed tables: their expiry runs on wall-clock time and they have no
 grace period (PITFALLS.md); why not concurrency > 1: faust-streaming #606; why catch per message:
 #527 (an exception skips the message); why not exactly_once: its history of duplicates.
@@ -28,6 +41,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import time
 from collections import deque
 from collections.abc import Callable
@@ -35,6 +49,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import faust
+from faust.types import TP
 
 from parkmon.contracts import Reading, Reason, kafka_readings_topic, kafka_streams_deadletter_topic
 from parkmon.errors import PayloadError, SinkError
@@ -67,6 +82,18 @@ class WorkerOptions:
     kpis: bool = True
     web_port: int | None = None
     session_timeout_s: float = 30.0  # how soon a dead worker's partitions move to another
+    #: an assigned input partition with unread input and no progress for this long (while its
+    #: agent waits for input) is resumed and re-seeked; None disables the watchdog
+    stall_timeout_s: float | None = 15.0
+    stall_max_attempts: int = 3  # then exit (EXIT_STALLED) for the supervisor to restart us
+
+
+#: exit status of a worker whose watchdog could not get a stalled partition fetched again
+EXIT_STALLED = 75
+#: fault injection for tests: "1" makes the worker stop fetching its input partitions once,
+#: right after its first assignment (Faust keeps them assigned but no longer fetches them, the
+#: state of faust-streaming #629), so that the stall watchdog can be tested end to end
+FAULT_STALL_ENV = "PARKMON_STREAMS_FAULT_STALL_ONCE"
 
 
 @dataclass
@@ -79,6 +106,9 @@ class WorkerStats:
     kpi_points_written: int = 0
     flushes: int = 0
     sink_failures: int = 0
+    stalls_resumed: int = 0  # watchdog: stalled partitions resumed + re-seeked
+    idle_closes: int = 0  # partitions whose event time followed the wall clock (idle close)
+    idle_close_deferred: int = 0  # idle by the clock but with unread input: not closed
     by_reason: dict[str, int] = field(default_factory=dict)
     #: seconds from a window closing (the reading that closed it was processed) to InfluxDB
     #: having accepted its point, last 10 000 windows
@@ -207,10 +237,25 @@ def create_app(opts: WorkerOptions, model: KpiModel, sink: InfluxSink,
             engines[p] = eng
         return eng
 
+    #: (topic, partition) -> last offset an agent took from the stream since the partition was
+    #: (re)assigned, and the monotonic time it last advanced (or the partition was assigned)
+    taken: dict[tuple[str, int], int] = {}
+    progress_at: dict[tuple[str, int], float] = {}
+    stall_attempts: dict[tuple[str, int], int] = {}
+    busy: set[str] = set()  # agents inside a batch (not waiting for input)
+    last_seen: dict[int, int] = {}  # partition -> wall clock of its last reading / advance
+
     async def _on_rebalance(sender: Any, tps: set[Any], **kwargs: Any) -> None:
         """Partitions revoked or (re)assigned: their engines are rebuilt from the table, which
-        Faust has recovered from the changelog by then, so no engine outlives its ownership."""
+        Faust has recovered from the changelog by then, so no engine outlives its ownership.
+        The idle clock and the stall watchdog of these partitions start again."""
         for tp in tps:
+            key = (tp.topic, tp.partition)
+            taken.pop(key, None)
+            progress_at.pop(key, None)
+            stall_attempts.pop(key, None)
+            if tp.topic == readings.get_topic_name():
+                last_seen.pop(tp.partition, None)
             if tp.topic == readings.get_topic_name() and tp.partition in engines:
                 # unacked readings of a revoked partition are replayed by its next owner
                 del engines[tp.partition]
@@ -234,7 +279,36 @@ def create_app(opts: WorkerOptions, model: KpiModel, sink: InfluxSink,
         meter_state.send_changelog(p, key, meta)
 
     lock = asyncio.Lock()  # the agent's batches and the idle timer never interleave
-    last_seen: dict[int, int] = {}  # partition -> wall clock of its last reading / advance
+
+    def note_taken(events: list[Any]) -> None:
+        """Record the highest offset per partition an agent took (after the batch's acks)."""
+        mono = time.monotonic()
+        for ev in events:
+            m = ev.message
+            key = (m.topic, m.partition)
+            if m.offset > taken.get(key, -1):
+                taken[key] = m.offset
+                progress_at[key] = mono
+                stall_attempts.pop(key, None)
+
+    def last_taken(tp: TP) -> int:
+        """The last offset of `tp` known to be handled: taken by the agent since assignment or,
+        for an input partition, saved with its engine state; -1 if none."""
+        off = taken.get((tp.topic, tp.partition), -1)
+        if tp.topic == readings.get_topic_name():
+            off = max(off, done_offset.get(tp.partition, -1))
+        return off
+
+    async def end_offsets(tps: list[TP]) -> dict[TP, int] | None:
+        """The broker's end offsets (next offset to be written), None if it cannot tell now."""
+        if not tps:
+            return {}
+        try:
+            ends = await asyncio.wait_for(app.consumer.highwaters(*tps), timeout=10.0)
+        except Exception as exc:  # broker away, rebalance: decide next time
+            log.debug("end offsets of %s not available: %r", tps, exc)
+            return None
+        return {TP(tp.topic, tp.partition): int(v) for tp, v in ends.items() if v is not None}
 
     async def flush(outs: list[tuple[int, WindowResult]], dead: list[tuple[Any, bytes]],
                     touched: set[int], closed_at: list[float] | None = None) -> None:
@@ -269,49 +343,57 @@ def create_app(opts: WorkerOptions, model: KpiModel, sink: InfluxSink,
     @app.agent(readings, concurrency=1, name="meter-windows")
     async def meter_windows(stream: Any) -> None:  # faust.Stream (noack_take)
         async for events in stream.noack_take(opts.batch_max, within=opts.flush_interval_s):
-            async with lock:
-                outs: list[tuple[int, WindowResult]] = []
-                dead: list[tuple[Any, bytes]] = []
-                touched: set[int] = set()
-                closed_at: list[float] = []
-                now = now_ms()
-                for ev in events:
-                    p = ev.message.partition
-                    touched.add(p)
-                    last_seen[p] = now
-                    stats.readings += 1
-                    raw = ev.value
-                    eng = engine_for(p)
-                    off = ev.message.offset
-                    if off <= done_offset[p]:
-                        stats.replayed += 1
-                        continue
-                    done_offset[p] = off
-                    try:
-                        r = _decode(raw)
-                        for o in eng.ingest(r.meter, r.ts_ms, r.value):
-                            if isinstance(o, WindowResult):
-                                outs.append((p, o))
-                                closed_at.append(time.monotonic())
-                            elif isinstance(o, LateReading):
-                                stats.late += 1
-                                dead.append((ev.key, _dlq_value(
-                                    raw, o.reason, f"window already final (watermark "
-                                    f"{o.watermark_ms}, grace {opts.grace_ms} ms)",
-                                    partition=p, offset=ev.message.offset)))
-                    except PayloadError as exc:
-                        dead.append((ev.key, _dlq_value(raw, str(exc.reason), exc.message,
-                                                        partition=p,
-                                                        offset=ev.message.offset)))
-                    except Exception as exc:  # one bad message never skips silently (#527)
-                        dead.append((ev.key, _dlq_value(raw, Reason.PROCESSING_ERROR,
-                                                        f"{type(exc).__name__}: {exc}",
-                                                        partition=p,
-                                                        offset=ev.message.offset)))
-                await flush(outs, dead, touched, closed_at)
-                for ev in events:
-                    if ev.message.partition in engines:  # not revoked meanwhile
-                        await stream.ack(ev)
+            busy.add("meter-windows")
+            try:
+                await _meter_batch(stream, events)
+            finally:
+                busy.discard("meter-windows")
+
+    async def _meter_batch(stream: Any, events: list[Any]) -> None:
+        async with lock:
+            outs: list[tuple[int, WindowResult]] = []
+            dead: list[tuple[Any, bytes]] = []
+            touched: set[int] = set()
+            closed_at: list[float] = []
+            now = now_ms()
+            for ev in events:
+                p = ev.message.partition
+                touched.add(p)
+                last_seen[p] = now
+                stats.readings += 1
+                raw = ev.value
+                eng = engine_for(p)
+                off = ev.message.offset
+                if off <= done_offset[p]:
+                    stats.replayed += 1
+                    continue
+                done_offset[p] = off
+                try:
+                    r = _decode(raw)
+                    for o in eng.ingest(r.meter, r.ts_ms, r.value):
+                        if isinstance(o, WindowResult):
+                            outs.append((p, o))
+                            closed_at.append(time.monotonic())
+                        elif isinstance(o, LateReading):
+                            stats.late += 1
+                            dead.append((ev.key, _dlq_value(
+                                raw, o.reason, f"window already final (watermark "
+                                f"{o.watermark_ms}, grace {opts.grace_ms} ms)",
+                                partition=p, offset=ev.message.offset)))
+                except PayloadError as exc:
+                    dead.append((ev.key, _dlq_value(raw, str(exc.reason), exc.message,
+                                                    partition=p,
+                                                    offset=ev.message.offset)))
+                except Exception as exc:  # one bad message never skips silently (#527)
+                    dead.append((ev.key, _dlq_value(raw, Reason.PROCESSING_ERROR,
+                                                    f"{type(exc).__name__}: {exc}",
+                                                    partition=p,
+                                                    offset=ev.message.offset)))
+            await flush(outs, dead, touched, closed_at)
+            acked = [ev for ev in events if ev.message.partition in engines]
+            for ev in acked:  # not revoked meanwhile
+                await stream.ack(ev)
+            note_taken(acked)
 
     @app.timer(10.0)
     async def log_stats() -> None:
@@ -324,36 +406,188 @@ def create_app(opts: WorkerOptions, model: KpiModel, sink: InfluxSink,
 
     idle_ms = opts.idle_close_ms
     tick_s = 1.0 if idle_ms is None else max(0.2, min(1.0, idle_ms / 2000.0))
+    stall_s = opts.stall_timeout_s
+    watched = {readings.get_topic_name(): "meter-windows"}  # topic -> the agent reading it
+    if opts.kpis:
+        watched[windows_t.get_topic_name()] = "kpis"
 
-    @app.timer(tick_s)
-    async def housekeeping() -> None:
-        """Restore engines of assigned partitions that have no readings yet (so their windows
-        can close), and close windows of partitions idle for idle_close_ms (event time then
-        follows the wall clock)."""
-        if app.rebalancing or getattr(app, "in_recovery", False):
+    def settling() -> bool:
+        """A rebalance or the table recovery is running: partitions move, offsets are sought."""
+        return bool(app.rebalancing or getattr(app, "in_recovery", False)
+                    or not getattr(app.consumer, "flow_active", True))
+
+    def fetch_state(tp: TP) -> dict[str, Any]:
+        """What Faust's and aiokafka's consumers believe about `tp` (for the stall log line)."""
+        c: Any = app.consumer
+        d: dict[str, Any] = {"taken": last_taken(tp)}
+        try:
+            d.update(active=tp in (c._active_partitions or ()), paused=tp in c._paused_partitions,
+                     buffered=tp in c._buffered_partitions, read_offset=c._read_offset.get(tp),
+                     committed=c._committed_offset.get(tp))
+            fetcher = c._thread._consumer._fetcher
+            sub = fetcher._subscriptions.subscription
+            st = sub.assignment.state_value(tp) if sub and sub.assignment else None
+            if st is not None:
+                d.update(position=st._position, highwater=st.highwater, kafka_paused=st.paused)
+            d["fetched_not_drained"] = tp in fetcher._records
+        except Exception as exc:  # internals of another version: the log line stays useful
+            d["introspection_failed"] = repr(exc)
+        return d
+
+    async def watchdog() -> None:
+        """Resume and re-seek assigned partitions with unread input that made no progress for
+        stall_s while their agent waited for input (faust-streaming #629)."""
+        if not stall_s or settling():
             return
+        mono = time.monotonic()
+        due = []
+        for tp in app.consumer.assignment():
+            agent = watched.get(tp.topic)
+            if agent is None or agent in busy:
+                continue
+            key = (tp.topic, tp.partition)
+            if mono - progress_at.setdefault(key, mono) >= stall_s:
+                due.append(TP(tp.topic, tp.partition))
+        ends = await end_offsets(due)
+        if not ends or settling():
+            return
+        for tp in due:
+            key = (tp.topic, tp.partition)
+            end = ends.get(tp)
+            pos = last_taken(tp)
+            if (end is None or end - 1 <= pos or watched[tp.topic] in busy
+                    or tp not in app.consumer.assignment()):
+                progress_at[key] = time.monotonic()  # caught up (or busy): look again later
+                continue
+            n = stall_attempts[key] = stall_attempts.get(key, 0) + 1
+            state = fetch_state(tp)
+            if n > opts.stall_max_attempts:
+                log.critical(
+                    "partition %s-%d stalled: %d unread readings and no progress for %.0f s "
+                    "after %d resume+seek attempts (%s); exiting with status %d so that the "
+                    "supervisor restarts the worker (offsets and state are consistent)",
+                    tp.topic, tp.partition, end - 1 - pos, stall_s, n - 1,
+                    json.dumps(state, default=str), EXIT_STALLED)
+                for h in logging.getLogger().handlers + log.handlers:
+                    h.flush()
+                os._exit(EXIT_STALLED)
+            # from the committed offset (what a restart would do), never beyond pos + 1: a seek
+            # past unacked offsets would skip readings and leave Faust a gap it never commits
+            # over; offsets re-read below pos are skipped as replayed / deduplicated
+            target = pos + 1
+            committed = state.get("committed")
+            if isinstance(committed, int) and committed >= 0:
+                target = min(target, committed)
+            log.warning(
+                "partition %s-%d stalled: %d unread readings (end offset %d, last taken %d) and "
+                "no progress for %.0f s; consumer state %s; resuming it and seeking to %d "
+                "(faust-streaming #629, attempt %d of %d)", tp.topic, tp.partition,
+                end - 1 - pos, end, pos, stall_s, json.dumps(state, default=str), target, n,
+                opts.stall_max_attempts)
+            stats.stalls_resumed += 1
+            app.consumer.resume_partitions({tp})
+            try:
+                await app.consumer.seek_wait({tp: target})
+            except Exception as exc:  # revoked meanwhile: the next owner starts from the commit
+                log.warning("partition %s-%d: seek failed: %r", tp.topic, tp.partition, exc)
+            progress_at[key] = time.monotonic()
+
+    async def idle_close() -> None:
+        """Close windows of partitions that are caught up and got nothing for idle_ms: their
+        event time then follows the wall clock. A partition with unread input (a backlog, a
+        replay after a crash or a rebalance, a stalled fetch) is not idle, whatever the clock."""
+        if idle_ms is None or settling():
+            return
+        now = now_ms()
+        rname = readings.get_topic_name()
+        due = [p for p, eng in engines.items() if eng.watermark_ms is not None
+               and p in last_seen and now - last_seen[p] >= idle_ms]
+        if not due:
+            return
+        # aiokafka's highwater from the last fetch response already shows most backlogs; only
+        # a partition that looks caught up (or was not fetched yet) is asked of the broker
+        ends: dict[TP, int] = {}
+        ask = []
+        for p in due:
+            tp = TP(rname, p)
+            try:
+                hw = app.consumer.highwater(tp)
+            except Exception:  # not assigned (anymore)
+                hw = None
+            if hw is not None and hw - 1 > last_taken(tp):
+                ends[tp] = hw
+            else:
+                ask.append(tp)
+        asked = await end_offsets(ask)
+        if asked is None:
+            return
+        ends.update(asked)
         async with lock:
-            now = now_ms()
-            rname = readings.get_topic_name()
-            for tp in app.consumer.assignment():
-                if tp.topic == rname and tp.partition not in engines:
-                    engine_for(tp.partition)
-                    last_seen.setdefault(tp.partition, now)
-            if idle_ms is None:
+            if settling():
                 return
+            now = now_ms()
             outs: list[tuple[int, WindowResult]] = []
             touched: set[int] = set()
-            for p, eng in list(engines.items()):
+            for p in due:
+                eng = engines.get(p)
                 since = last_seen.get(p)
-                if eng.watermark_ms is None or since is None or now - since < idle_ms:
+                if eng is None or eng.watermark_ms is None or since is None \
+                        or now - since < idle_ms:
+                    continue  # read something (or was revoked) meanwhile
+                end = ends.get(TP(rname, p))
+                if end is None or end - 1 > last_taken(TP(rname, p)):
+                    stats.idle_close_deferred += 1
                     continue
                 for o in eng.advance(eng.watermark_ms + (now - since)):
                     if isinstance(o, WindowResult):
                         outs.append((p, o))
                 last_seen[p] = now
                 touched.add(p)
+                stats.idle_closes += 1
             if touched:
                 await flush(outs, [], touched)
+
+    fault_stall = {"armed": os.environ.get(FAULT_STALL_ENV, "") == "1"}
+
+    def inject_stall() -> None:
+        tps = {TP(tp.topic, tp.partition) for tp in app.consumer.assignment()
+               if tp.topic == readings.get_topic_name()}
+        if tps:
+            fault_stall["armed"] = False
+            app.consumer.pause_partitions(tps)
+            log.warning("fault injection (%s): input partitions %s no longer fetched",
+                        FAULT_STALL_ENV, sorted(tp.partition for tp in tps))
+
+    @app.timer(tick_s)
+    async def housekeeping() -> None:
+        """Restore engines of assigned partitions that have no readings yet (so their windows
+        can close) and start their idle clocks."""
+        if settling():
+            return
+        if fault_stall["armed"]:
+            inject_stall()
+        async with lock:
+            now = now_ms()
+            rname = readings.get_topic_name()
+            for tp in app.consumer.assignment():
+                if tp.topic == rname:
+                    if tp.partition not in engines:
+                        engine_for(tp.partition)
+                    last_seen.setdefault(tp.partition, now)  # the idle clock starts
+
+    @app.task
+    async def supervise() -> None:
+        """The stall watchdog and the idle close, in a loop of their own: both may ask the
+        broker for end offsets, which can take a while under load."""
+        while not app.should_stop:
+            await asyncio.sleep(tick_s)
+            for check in (watchdog, idle_close):
+                try:
+                    await check()
+                except asyncio.CancelledError:
+                    raise
+                except Exception:  # a failed check is retried on the next tick
+                    log.exception("streams %s check failed", check.__name__)
 
     if opts.kpis:
 
@@ -370,31 +604,39 @@ def create_app(opts: WorkerOptions, model: KpiModel, sink: InfluxSink,
         async def kpis(stream: Any) -> None:
             async for events in stream.noack_take(opts.batch_max,
                                                   within=opts.flush_interval_s):
-                a = aggregator()
-                results: list[WindowResult] = []
-                for ev in events:
-                    try:
-                        results.extend(WindowResult.from_dict(d) for d in json.loads(ev.value))
-                    except Exception as exc:
-                        await dlq.send(key=ev.key, value=_dlq_value(
-                            ev.value, Reason.PROCESSING_ERROR, f"{type(exc).__name__}: {exc}"))
-                kres = a.update(results)
-                pts = to_points(opts.park_id, kres)
-                if pts:
-                    await _write_until_accepted(sink, pts, stats, opts.retry_sleep_s)
-                    stats.kpi_points_written += len(pts)
-                for w in a.take_dirty():
-                    val = a.window_state(w)
-                    kpi_state.data[f"w{w}"] = val
-                    kpi_state.send_changelog(0, f"w{w}", val)
-                for k in [k for k in kpi_state.data.keys()
-                          if isinstance(k, str) and k.startswith("w")
-                          and int(k[1:]) not in a.base]:
-                    del kpi_state.data[k]
-                    kpi_state.send_changelog(0, k, None, value_serializer="raw")
-                kpi_state.data["meta"] = a.meta_state()
-                kpi_state.send_changelog(0, "meta", a.meta_state())
-                for ev in events:
-                    await stream.ack(ev)
+                busy.add("kpis")
+                try:
+                    await _kpi_batch(stream, events)
+                finally:
+                    busy.discard("kpis")
+
+        async def _kpi_batch(stream: Any, events: list[Any]) -> None:
+            a = aggregator()
+            results: list[WindowResult] = []
+            for ev in events:
+                try:
+                    results.extend(WindowResult.from_dict(d) for d in json.loads(ev.value))
+                except Exception as exc:
+                    await dlq.send(key=ev.key, value=_dlq_value(
+                        ev.value, Reason.PROCESSING_ERROR, f"{type(exc).__name__}: {exc}"))
+            kres = a.update(results)
+            pts = to_points(opts.park_id, kres)
+            if pts:
+                await _write_until_accepted(sink, pts, stats, opts.retry_sleep_s)
+                stats.kpi_points_written += len(pts)
+            for w in a.take_dirty():
+                val = a.window_state(w)
+                kpi_state.data[f"w{w}"] = val
+                kpi_state.send_changelog(0, f"w{w}", val)
+            for k in [k for k in kpi_state.data.keys()
+                      if isinstance(k, str) and k.startswith("w")
+                      and int(k[1:]) not in a.base]:
+                del kpi_state.data[k]
+                kpi_state.send_changelog(0, k, None, value_serializer="raw")
+            kpi_state.data["meta"] = a.meta_state()
+            kpi_state.send_changelog(0, "meta", a.meta_state())
+            for ev in events:
+                await stream.ack(ev)
+            note_taken(events)
 
     return app
