@@ -4,6 +4,9 @@ Guarantee (see docs/ingest.md, "Duplicates"):
 
 * Within one gateway process, a reading whose key is among the last `per_meter` keys accepted for
   its meter is a duplicate: it is counted (metric `duplicates`) and not produced again.
+* Only readings the validator accepted are remembered (the gateway deduplicates after validating):
+  a rejected reading, e.g. one the device flagged `bad` (`device_quality_bad`), never takes the
+  slot of its key, so the corrected reading sent after it is accepted.
 * Across a restart (kill -9 included), the gateway rebuilds this memory before it subscribes, by
   re-reading the records that the readings topic received during the last `replay_s` seconds
   (`KafkaOut.replay_recent`). The duplicates a crash creates are exactly the messages that were

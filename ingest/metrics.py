@@ -47,6 +47,7 @@ class GatewayMetrics:
         self.readings_accepted = 0
         self.duplicates = 0
         self.counter_resets = 0
+        self.readings_uncertain = 0
         self.rejected: dict[str, int] = {r.value: 0 for r in Reason}
         # any thread, under the lock
         self._lock = threading.Lock()
@@ -112,6 +113,9 @@ class _Collector(Collector):
         yield rej
         yield counter("duplicates", "readings recognised as duplicates (same meter and seq or "
                       "ts_ms) and not produced again", m.duplicates)
+        yield counter("readings_uncertain", "readings produced with the device's quality flag "
+                      "\"uncertain\" (kept in the Kafka value; included in readings_accepted)",
+                      m.readings_uncertain)
         yield counter("counter_resets", "counter readings accepted as a reset or roll-over",
                       m.counter_resets)
         yield counter("kafka_delivery_failures", "records Kafka did not accept (the gateway then "

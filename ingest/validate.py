@@ -18,12 +18,19 @@ per reading
   schema           the reading does not match `$defs/reading` of the payload schema
   unknown_meter    meter id not in the park file
   meter_not_of_enterprise  meter belongs to another enterprise than the topic's
+  device_quality_bad  the device flagged the reading `"quality": "bad"` (whatever its value: a NaN
+                   or out-of-range value flagged bad gets this reason, the device's own)
   unknown_unit     unit that pint does not know
   unit_mismatch    unit of another dimension than the meter's canonical unit
   out_of_range     canonical value outside [range_min, range_max] of the meter
   ts_future        ts_ms later than now + max_future_ms
   ts_past          ts_ms earlier than now - max_past_ms
   negative_counter_step  see `CounterSteps`
+
+Device quality flag: `good` (or no flag) and `uncertain` readings are accepted; an uncertain one
+keeps the flag (`Reading.quality`). A `bad` one is rejected before any value check, so it never
+moves a counter baseline, and the gateway never remembers its idempotency key: a corrected reading
+for the same (meter, ts_ms) or (meter, seq) is accepted afterwards.
 
 Counter rule (documented in docs/ingest.md), consistent with streams/core/counters.py: for a counter
 meter, a reading later in event time than the last accepted one must not be lower, except
@@ -44,10 +51,11 @@ import json
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from ingest import payload_schema as ps
-from parkmon.contracts import Reading, Reason, parse_mqtt_topic
+from parkmon.contracts import Quality, Reading, Reason, parse_mqtt_topic
 
 
 class MeterLike(Protocol):
@@ -252,7 +260,7 @@ class Validator:
         """The accepted Reading, or (reason, message). Hot path: no allocation but the Reading."""
         if type(r) is dict:
             v = r.get("value")
-            if type(v) is float and not math.isfinite(v):
+            if type(v) is float and not math.isfinite(v) and r.get("quality") != Quality.BAD:
                 return Reason.NOT_FINITE, f"value is {v!r}; only finite numbers are accepted"
         if not ps.reading_ok(r):
             return Reason.SCHEMA, ps.explain_reading(r)
@@ -265,6 +273,13 @@ class Validator:
             return (Reason.METER_NOT_OF_ENTERPRISE,
                     f"meter {meter_id!r} belongs to enterprise {m_enterprise!r}, "
                     f"not to {enterprise!r} of the topic")
+        quality = r.get("quality")
+        if quality is not None:
+            if quality == Quality.BAD:
+                return Reason.DEVICE_QUALITY_BAD, _bad_message(meter_id, r["ts_ms"], r["value"],
+                                                               unit=r["unit"])
+            if quality == Quality.GOOD:
+                quality = None
         unit = r["unit"]
         conv = self._factors.get((unit, canonical))
         if conv is None:
@@ -303,7 +318,7 @@ class Validator:
                 res.counter_resets += 1
             self.counters.commit(meter_id, ts_ms, value)
         seq = r.get("seq")
-        return Reading(meter_id, ts_ms, value, None if seq is None else int(seq))
+        return Reading(meter_id, ts_ms, value, None if seq is None else int(seq), quality)
 
     def observe_accepted(self, readings: Iterable[Reading]) -> None:
         """Warm the counter baselines from readings accepted earlier (replayed from Kafka)."""
@@ -311,6 +326,19 @@ class Validator:
             m = self.meters.get(rd.meter)
             if m is not None and m.kind == "counter":
                 self.counters.commit(rd.meter, rd.ts_ms, rd.value)
+
+
+def _bad_message(meter_id: str, ts: float, value: Any, unit: str) -> str:
+    ts_ms = int(ts)
+    try:
+        when = datetime.fromtimestamp(ts_ms / 1000, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3]
+        at = f"ts_ms {ts_ms} ({when}Z)"
+    except (OverflowError, ValueError, OSError):
+        at = f"ts_ms {ts_ms}"
+    return (f"meter {meter_id!r} at {at}: the device flagged this reading bad "
+            f"(quality \"bad\", value {value!r} {unit}); it was not forwarded, no KPI uses it. "
+            f"Check the device or sensor; a corrected reading for the same ts_ms is not blocked "
+            f"by this one")
 
 
 def _num(x: float | None) -> str:

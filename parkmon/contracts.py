@@ -67,28 +67,53 @@ class Reason(StrEnum):
     TS_PAST = "ts_past"
     OVERSIZED = "oversized"
     PROCESSING_ERROR = "processing_error"
+    DEVICE_QUALITY_BAD = "device_quality_bad"
+
+
+class Quality(StrEnum):
+    """The device's own quality flag of a reading (`quality` in the payload, optional).
+
+    `bad` readings are dead-lettered (`Reason.DEVICE_QUALITY_BAD`); `uncertain` ones are accepted
+    and keep the flag on the readings topic (`Reading.quality`); `good` is the same as no flag.
+    """
+
+    GOOD = "good"
+    UNCERTAIN = "uncertain"
+    BAD = "bad"
 
 
 @dataclass(frozen=True, slots=True)
 class Reading:
-    """One validated, normalised reading: value in the meter's canonical unit."""
+    """One validated, normalised reading: value in the meter's canonical unit.
+
+    `quality` is the device's flag when it is not good: None means good (or no flag sent), the
+    gateway only ever forwards "uncertain" (a "bad" reading is dead-lettered). It is serialised
+    only when set and not "good", so records of good readings are unchanged.
+    """
 
     meter: str
     ts_ms: int
     value: float
     seq: int | None = None
+    quality: str | None = None
 
     def to_json(self) -> bytes:
         d: dict[str, Any] = {"meter": self.meter, "ts_ms": self.ts_ms, "value": self.value}
         if self.seq is not None:
             d["seq"] = self.seq
+        if self.quality is not None and self.quality != Quality.GOOD:
+            d["quality"] = self.quality
         return json.dumps(d, separators=(",", ":")).encode()
 
     @classmethod
     def from_json(cls, raw: bytes | str) -> Reading:
+        """Parse a readings-topic record; records without `quality` (written before the field
+        existed) and records with "good" give `quality=None`."""
         d = json.loads(raw)
+        q = d.get("quality")
         return cls(meter=str(d["meter"]), ts_ms=int(d["ts_ms"]), value=float(d["value"]),
-                   seq=None if d.get("seq") is None else int(d["seq"]))
+                   seq=None if d.get("seq") is None else int(d["seq"]),
+                   quality=None if q is None or q == Quality.GOOD else str(q))
 
     @property
     def idempotency_key(self) -> tuple[str, int]:

@@ -200,6 +200,81 @@ def test_bad_payload_corpus_is_dead_lettered_with_the_right_reason(gateway_facto
     assert health is not None and health["status"] == "ok" and g.gw.alive()
 
 
+# -- the device's quality flag -------------------------------------------------------------------
+
+def test_device_quality_bad_is_dead_lettered_uncertain_kept_good_unchanged(gateway_factory):
+    g = gateway_factory()
+    t = now_ms()
+    rate, steam = f"{g.a}.power_rate", f"{g.a}.steam_out"
+
+    def rd(meter: str = rate, ts: int = t, value: float = 10.0, unit: str = "MW",
+           **kw: Any) -> dict[str, Any]:
+        return {"meter": meter, "ts_ms": ts, "value": value, "unit": unit, **kw}
+
+    pub = Publisher(g.gw.mqtt_host, g.gw.mqtt_port)
+    assert pub.wait_connected()
+    good = json.dumps(rd(seq=1)).encode()
+    uncertain = json.dumps(rd(value=11.0, seq=2, quality="uncertain")).encode()
+    flagged_good = json.dumps(rd(value=12.0, seq=3, quality="good")).encode()
+    # a counter whose register glitched: the device flags it bad (value above the truth)
+    baseline = json.dumps(rd(steam, t - 2000, 5_000.0, "MWh")).encode()
+    bad = json.dumps(rd(steam, t - 1000, 6_000.0, "MWh", quality="bad")).encode()
+    batch = json.dumps({"v": 1, "source": "edge-q", "readings": [
+        rd(value=1.0, ts=t + 1, seq=10, quality="bad"),
+        rd(value=2.0, ts=t + 2, seq=11, quality="uncertain"),
+        rd(value=3.0, ts=t + 3, seq=12)]}).encode()
+    for payload in (good, uncertain, flagged_good, baseline, bad, batch):
+        pub.publish(g.topic(), payload)
+    assert pub.wait_all(60)
+    g.wait_acked(6)
+    # then the corrected readings for the same keys: neither is taken for a duplicate; and the
+    # next counter value is no negative step (against the bad 6000 it would be one)
+    corrected = json.dumps(rd(steam, t - 1000, 5_010.0, "MWh")).encode()
+    corrected_batch_item = json.dumps(rd(value=1.5, ts=t + 1, seq=10)).encode()
+    steam_next = json.dumps(rd(steam, t, 5_020.0, "MWh")).encode()
+    for payload in (corrected, corrected_batch_item, steam_next):
+        pub.publish(g.topic(), payload)
+    assert pub.wait_all(60)
+    pub.close()
+    m = g.wait_acked(9)
+
+    dead = g.deadletters()
+    assert sorted((d["reason"], d["meter"], d["index"]) for d in dead) == sorted([
+        (Reason.DEVICE_QUALITY_BAD.value, steam, None), (Reason.DEVICE_QUALITY_BAD.value, rate, 0)])
+    single = next(d for d in dead if d["index"] is None)
+    assert single["payload_sha256"] == sha(bad) and single["mqtt_topic"] == g.topic()
+    assert f"meter '{steam}' at ts_ms {t - 1000}" in single["message"]
+    assert "the device flagged this reading bad" in single["message"]
+    item = next(d for d in dead if d["index"] == 0)
+    assert item["batch_sha256"] == sha(batch) and json.loads(item["payload"])["quality"] == "bad"
+    assert item["message"].startswith(f"reading 0: meter '{rate}' at ts_ms {t + 1}")
+
+    values = [v for _k, v in read_topic(g.bootstrap, g.readings_topic)]
+    readings = [json.loads(v) for v in values]
+    raw = {(r["meter"], r["ts_ms"], r.get("seq")): v for r, v in zip(readings, values, strict=True)}
+    # good readings: the record is byte for byte what it was before the flag existed
+    assert raw[(rate, t, 1)] == (b'{"meter":"%s","ts_ms":%d,"value":10.0,"seq":1}'
+                                 % (rate.encode(), t))
+    assert raw[(rate, t, 3)] == (b'{"meter":"%s","ts_ms":%d,"value":12.0,"seq":3}'
+                                 % (rate.encode(), t))
+    assert raw[(rate, t, 2)] == (b'{"meter":"%s","ts_ms":%d,"value":11.0,"seq":2,'
+                                 b'"quality":"uncertain"}' % (rate.encode(), t))
+    assert sorted((r["meter"], r["ts_ms"], r["value"], r.get("seq"), r.get("quality"))
+                  for r in readings) == sorted([
+        (rate, t, 10.0, 1, None), (rate, t, 11.0, 2, "uncertain"), (rate, t, 12.0, 3, None),
+        (steam, t - 2000, 5_000.0, None, None), (steam, t - 1000, 5_010.0, None, None),
+        (steam, t, 5_020.0, None, None),
+        (rate, t + 2, 2.0, 11, "uncertain"), (rate, t + 3, 3.0, 12, None),
+        (rate, t + 1, 1.5, 10, None)])
+    assert len(readings) == len(raw)  # nothing produced twice
+    assert m["parkmon_gateway_readings_uncertain_total"] == 2
+    assert m['parkmon_gateway_readings_rejected_total{reason="device_quality_bad"}'] == 2
+    assert m["parkmon_gateway_readings_accepted_total"] == 9
+    assert m["parkmon_gateway_duplicates_total"] == 0
+    assert m["parkmon_gateway_counter_resets_total"] == 0
+    assert g.gw.alive()
+
+
 # -- fuzz ----------------------------------------------------------------------------------------
 
 class FuzzState:
@@ -211,6 +286,7 @@ class FuzzState:
         self.dedup = Deduplicator()
         self.expected_reasons: Counter[str] = Counter()
         self.expected_readings = 0
+        self.expected_uncertain = 0
         self.published = 0
         self.pub = Publisher(g.gw.mqtt_host, g.gw.mqtt_port)
         assert self.pub.wait_connected()
@@ -221,6 +297,7 @@ class FuzzState:
         for rd in res.accepted:
             if not self.dedup.seen_or_add(rd.meter, rd.ts_ms if rd.seq is None else rd.seq):
                 self.expected_readings += 1
+                self.expected_uncertain += rd.quality == "uncertain"
         for rj in res.rejections:
             self.expected_reasons[rj.reason.value] += 1
         self.pub.publish(topic, payload)
@@ -253,6 +330,8 @@ def fuzz_reading(draw: Any, a: str, b: str) -> Any:
     doc: dict[str, Any] = {"meter": meter, "ts_ms": ts_ms, "value": value, "unit": unit}
     if draw(st.booleans()):
         doc["seq"] = draw(st.integers(-1, 50))
+    if draw(st.integers(0, 3)) == 0:
+        doc["quality"] = draw(st.sampled_from(["good", "uncertain", "bad", "BAD"]))
     if draw(st.integers(0, 9)) == 0:
         doc.pop(draw(st.sampled_from(sorted(doc))))
     if draw(st.integers(0, 9)) == 0:
@@ -291,6 +370,7 @@ def test_fuzzed_payloads_all_end_accepted_rejected_or_duplicate(fuzz: FuzzState,
     assert got == fuzz.expected_reasons
     assert all(reason in {r.value for r in Reason} for reason in got)
     assert len(g.readings()) == fuzz.expected_readings
+    assert m["parkmon_gateway_readings_uncertain_total"] == fuzz.expected_uncertain
     assert g.gw.alive() and (g.gw.health() or {}).get("status") == "ok"
 
 

@@ -4,7 +4,9 @@ import jsonschema
 import pytest
 
 from parkmon.contracts import (
+    Quality,
     Reading,
+    Reason,
     mqtt_subscription,
     mqtt_topic,
     parse_mqtt_topic,
@@ -49,3 +51,30 @@ def test_schema_accepts_single_and_batch_and_rejects_junk():
     assert list(v.iter_errors({"readings": []}))
     assert list(v.iter_errors({**one, "extra": 1}))
     json.dumps(schema)  # the shipped schema is plain JSON
+
+
+def test_reading_quality_is_serialised_only_when_not_good():
+    assert Reading("m", 5, 1.0, 2).to_json() == b'{"meter":"m","ts_ms":5,"value":1.0,"seq":2}'
+    assert Reading("m", 5, 1.0, 2, "good").to_json() == Reading("m", 5, 1.0, 2).to_json()
+    unc = Reading("m", 5, 1.0, 2, "uncertain")
+    assert unc.to_json() == b'{"meter":"m","ts_ms":5,"value":1.0,"seq":2,"quality":"uncertain"}'
+    assert Reading.from_json(unc.to_json()) == unc
+    assert Reading("m", 5, 1.0, quality=Quality.UNCERTAIN).to_json() == \
+        b'{"meter":"m","ts_ms":5,"value":1.0,"quality":"uncertain"}'
+    assert unc.idempotency_key == ("m", 2)  # the flag is not part of the identity
+
+
+@pytest.mark.parametrize("raw", [
+    b'{"meter":"m","ts_ms":5,"value":1.0,"seq":2}',                    # written before the field
+    b'{"meter":"m","ts_ms":5,"value":1.0,"seq":2,"quality":"good"}',
+    b'{"meter":"m","ts_ms":5,"value":1.0,"seq":2,"quality":null}',
+])
+def test_reading_from_json_without_a_flag_is_good(raw):
+    assert Reading.from_json(raw) == Reading("m", 5, 1.0, 2)
+    assert Reading.from_json(raw).quality is None
+
+
+def test_quality_values_are_the_schema_enum_and_bad_has_a_reason():
+    reading_def = reading_payload_schema()["$defs"]["reading"]
+    assert [q.value for q in Quality] == reading_def["properties"]["quality"]["enum"]
+    assert Reason("device_quality_bad") is Reason.DEVICE_QUALITY_BAD

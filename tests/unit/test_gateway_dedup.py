@@ -12,6 +12,7 @@ from ingest.dedup import Deduplicator
 from ingest.gateway import _Tracker
 from ingest.kafka_out import DEADLETTER_PAYLOAD_MAX, deadletter_record, decode_deadletter_payload
 from ingest.metrics import GatewayMetrics
+from parkmon.contracts import Quality, Reading
 
 pytestmark = pytest.mark.unit
 
@@ -110,14 +111,17 @@ def test_failed_delivery_is_reported_and_never_acked():
 
 
 @given(st.from_regex(r"[A-Za-z0-9_.-]{1,20}", fullmatch=True), st.integers(0, 2**53),
-       st.floats(allow_nan=False, allow_infinity=False), st.one_of(st.none(), st.integers(0, 2**40)))
-def test_fast_reading_json_is_the_contract_json(meter, ts_ms, value, seq):
+       st.floats(allow_nan=False, allow_infinity=False), st.one_of(st.none(), st.integers(0, 2**40)),
+       st.one_of(st.none(), st.sampled_from(["good", "uncertain", "bad"]),
+                 st.sampled_from(list(Quality)), st.text(max_size=4)))
+def test_fast_reading_json_is_the_contract_json(meter, ts_ms, value, seq, quality):
     from ingest.gateway import reading_json
-    from parkmon.contracts import Reading
 
-    rd = Reading(meter, ts_ms, value, seq)
-    assert json.loads(reading_json(rd)) == json.loads(rd.to_json())
-    assert Reading.from_json(reading_json(rd)) == rd
+    rd = Reading(meter, ts_ms, value, seq, quality)
+    assert reading_json(rd) == rd.to_json()  # byte for byte
+    back = Reading.from_json(reading_json(rd))
+    assert (back.meter, back.ts_ms, back.value, back.seq) == (meter, ts_ms, value, seq)
+    assert back.quality == (None if quality in (None, "good") else quality)
 
 
 def test_metrics_exposition_counts_completions_and_inflight():
@@ -140,3 +144,115 @@ def test_metrics_exposition_counts_completions_and_inflight():
                     (("le", "0.005"),))] == 1
     assert samples[("parkmon_gateway_kafka_produce_latency_seconds_sum", ())] == \
         pytest.approx(0.203)
+
+
+# -- the gateway's per-message path (validate -> dedup -> produce) with a fake Kafka seam ---------
+
+class _FakeOut:
+    """Stands in for `KafkaOut` (its `produce` seam): keeps the records, reports each delivered."""
+
+    def __init__(self) -> None:
+        self.records: list[tuple[str, bytes, bytes]] = []
+
+    def produce(self, topic, value, key, on_delivery):
+        self.records.append((topic, key, value))
+        if on_delivery is not None:
+            on_delivery(None, None)
+
+
+@pytest.fixture
+def gateway():
+    from pathlib import Path
+
+    from ingest.gateway import Gateway
+    from parkmon.config import GatewaySettings, KafkaSettings, MqttSettings
+    from parkmon.park import load_park
+
+    park = load_park(Path(__file__).parent / "data" / "gateway_park.yaml")
+    gw = Gateway(park, gateway=GatewaySettings(metrics_port=-1),
+                 mqtt_settings=MqttSettings(client_id="gw-unit"),
+                 kafka=KafkaSettings(bootstrap="127.0.0.1:9"), now_ms=lambda: NOW_MS)
+    gw.out = _FakeOut()  # type: ignore[assignment]
+    acked: list[int] = []
+    gw.tracker._ack = lambda mid, qos, gen: acked.append(mid) or True
+    gw.acked = acked  # type: ignore[attr-defined]
+    return gw
+
+
+NOW_MS = 1_800_000_000_000
+TOPIC = "parkmon/gwtest/powerco/readings"
+
+
+def _send(gw, mid, **fields):
+    doc = {"meter": "powerco.power_rate", "ts_ms": NOW_MS, "value": 10.0, "unit": "MW", **fields}
+    gw.handle(TOPIC, json.dumps(doc).encode(), mid, 1, 1)
+
+
+def _produced(gw):
+    readings = [json.loads(v) for t, _k, v in gw.out.records if t == gw.topics.readings]
+    dead = [json.loads(v) for t, _k, v in gw.out.records if t == gw.topics.deadletter]
+    return readings, dead
+
+
+@pytest.mark.parametrize("seq", [None, 7])
+def test_bad_reading_does_not_take_the_dedup_slot_of_its_key(gateway, seq):
+    extra = {} if seq is None else {"seq": seq}
+    _send(gateway, 1, value=999.0, quality="bad", **extra)
+    _send(gateway, 2, value=10.0, **extra)               # the corrected reading, same key
+    _send(gateway, 3, value=10.0, **extra)               # a redelivery of it: a duplicate
+    readings, dead = _produced(gateway)
+    assert readings == [{"meter": "powerco.power_rate", "ts_ms": NOW_MS, "value": 10.0, **extra}]
+    assert [(d["reason"], d["meter"], d["index"]) for d in dead] == [
+        ("device_quality_bad", "powerco.power_rate", None)]
+    assert "the device flagged this reading bad" in dead[0]["message"]
+    assert json.loads(dead[0]["payload"])["quality"] == "bad"
+    m = gateway.metrics
+    assert (m.readings_received, m.readings_accepted, m.duplicates) == (3, 1, 1)
+    assert m.rejected["device_quality_bad"] == 1 and m.readings_uncertain == 0
+    assert gateway.acked == [1, 2, 3]  # every message has an outcome and is acknowledged
+
+
+def test_bad_reading_after_a_good_one_is_dead_lettered_not_a_duplicate(gateway):
+    _send(gateway, 1, seq=4)
+    _send(gateway, 2, seq=4, quality="bad")
+    readings, dead = _produced(gateway)
+    assert [r["seq"] for r in readings] == [4]
+    assert [d["reason"] for d in dead] == ["device_quality_bad"]
+    assert gateway.metrics.duplicates == 0
+
+
+def test_uncertain_readings_keep_the_flag_and_are_counted_once(gateway):
+    _send(gateway, 1, seq=1, quality="uncertain")
+    _send(gateway, 2, seq=1, quality="uncertain")        # redelivery: a duplicate, not recounted
+    _send(gateway, 3, seq=2, quality="good")
+    batch = {"readings": [
+        {"meter": "powerco.power_rate", "ts_ms": NOW_MS + 1, "value": 1.0, "unit": "MW",
+         "seq": 3, "quality": "uncertain"},
+        {"meter": "powerco.power_rate", "ts_ms": NOW_MS + 2, "value": 2.0, "unit": "MW",
+         "seq": 4, "quality": "bad"},
+        {"meter": "powerco.power_rate", "ts_ms": NOW_MS + 3, "value": 3.0, "unit": "MW",
+         "seq": 5}]}
+    gateway.handle(TOPIC, json.dumps(batch).encode(), 4, 1, 1)
+    readings, dead = _produced(gateway)
+    assert [(r["seq"], r.get("quality")) for r in readings] == [
+        (1, "uncertain"), (2, None), (3, "uncertain"), (5, None)]
+    assert [(d["reason"], d["index"]) for d in dead] == [("device_quality_bad", 1)]
+    m = gateway.metrics
+    assert (m.readings_accepted, m.readings_uncertain, m.duplicates) == (4, 2, 1)
+    assert m.rejected["device_quality_bad"] == 1
+
+
+def test_metrics_exposition_has_uncertain_and_quality_rejections(gateway):
+    from prometheus_client.exposition import generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    _send(gateway, 1, quality="uncertain")
+    _send(gateway, 2, ts_ms=NOW_MS + 1, quality="bad")
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for fam in text_string_to_metric_families(
+                   generate_latest(gateway.metrics.registry).decode())
+               for s in fam.samples}
+    assert samples[("parkmon_gateway_readings_uncertain_total", ())] == 1
+    assert samples[("parkmon_gateway_readings_accepted_total", ())] == 1
+    assert samples[("parkmon_gateway_readings_rejected_total",
+                    (("reason", "device_quality_bad"),))] == 1

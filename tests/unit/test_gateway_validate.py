@@ -145,6 +145,84 @@ def test_messages_say_what_was_expected(v):
     assert "1500" in rj.message and "2000" in rj.message
 
 
+# -- the device's quality flag -------------------------------------------------------------------
+
+@pytest.mark.parametrize(("flag", "kept"), [
+    (None, None), ("good", None), ("uncertain", "uncertain")])
+def test_good_and_uncertain_readings_are_accepted_and_only_uncertain_is_kept(v, flag, kept):
+    extra = {} if flag is None else {"quality": flag}
+    res = v.validate(POWER, enc(reading(value=12.0, seq=3, **extra)))
+    assert not res.rejections
+    (rd,) = res.accepted
+    assert (rd.meter, rd.ts_ms, rd.value, rd.seq, rd.quality) == (
+        "powerco.power_rate", NOW, 12.0, 3, kept)
+
+
+def test_bad_reading_is_rejected_with_an_actionable_message(v):
+    res = v.validate(POWER, enc(reading(value=12.0, quality="bad")))
+    assert only_reason(res) == Reason.DEVICE_QUALITY_BAD
+    rj = res.rejections[0]
+    assert rj.meter == "powerco.power_rate" and rj.index is None
+    assert "'powerco.power_rate'" in rj.message and f"ts_ms {NOW}" in rj.message
+    assert "2027-01-15T08:00:00.000Z" in rj.message  # NOW, readable
+    assert "the device flagged this reading bad" in rj.message
+
+
+@pytest.mark.parametrize(("payload", "reason"), [
+    # the device's flag explains a broken value: the reason is the flag, not the value check
+    (b'{"meter":"powerco.power_rate","ts_ms":1800000000000,"value":NaN,"unit":"MW",'
+     b'"quality":"bad"}', Reason.DEVICE_QUALITY_BAD),
+    (b'{"meter":"powerco.power_rate","ts_ms":1800000000000,"value":1e999,"unit":"MW",'
+     b'"quality":"bad"}', Reason.DEVICE_QUALITY_BAD),
+    (enc(reading(value=99_999.0, quality="bad")), Reason.DEVICE_QUALITY_BAD),    # out of range
+    (enc(reading(unit="MWh", quality="bad")), Reason.DEVICE_QUALITY_BAD),        # unit mismatch
+    (enc(reading(ts_ms=NOW + 86_400_000, quality="bad")), Reason.DEVICE_QUALITY_BAD),
+    # what is wrong with the message or the park configuration still wins
+    (enc(reading(quality="BAD")), Reason.SCHEMA),
+    (enc(reading(value="x", quality="bad")), Reason.SCHEMA),
+    (enc(reading(meter="powerco.nope", quality="bad")), Reason.UNKNOWN_METER),
+    # a NaN flagged uncertain is still not finite
+    (b'{"meter":"powerco.power_rate","ts_ms":1800000000000,"value":NaN,"unit":"MW",'
+     b'"quality":"uncertain"}', Reason.NOT_FINITE),
+])
+def test_order_of_the_quality_check(v, payload, reason):
+    assert only_reason(v.validate(POWER, payload)) == reason
+
+
+def test_bad_reading_of_another_enterprise_is_meter_not_of_enterprise(v):
+    res = v.validate(BOARD, enc(reading(quality="bad")))
+    assert only_reason(res) == Reason.METER_NOT_OF_ENTERPRISE
+
+
+def test_bad_counter_reading_does_not_move_the_baseline(v):
+    def steam_q(ts_ms, value, quality):
+        return v.validate(POWER, enc(reading("powerco.steam_out", ts_ms=ts_ms, value=value,
+                                             unit="MWh", quality=quality)))
+    assert steam_q(NOW - 2000, 1000.0, "good").accepted
+    # a glitching register, flagged bad by the device: refused, the baseline stays at 1000
+    assert only_reason(steam_q(NOW - 1000, 1_200.0, "bad")) == Reason.DEVICE_QUALITY_BAD
+    assert v.counters.last("powerco.steam_out") == (NOW - 2000, 1000.0)
+    # the corrected reading for the same instant is accepted and becomes the baseline
+    (rd,) = steam_q(NOW - 1000, 1001.0, "good").accepted
+    assert (rd.ts_ms, rd.value, rd.quality) == (NOW - 1000, 1001.0, None)
+    assert v.counters.last("powerco.steam_out") == (NOW - 1000, 1001.0)
+    # an uncertain reading is accepted and is the baseline like a good one (against the bad
+    # 1200 it would have been a negative step)
+    res = steam_q(NOW, 1002.0, "uncertain")
+    assert res.accepted[0].quality == "uncertain" and res.counter_resets == 0
+    assert v.counters.last("powerco.steam_out") == (NOW, 1002.0)
+
+
+def test_batch_with_quality_flags(v):
+    items = [reading(value=1.0, seq=1, quality="good"), reading(value=2.0, seq=2, quality="bad"),
+             reading(value=3.0, seq=3, quality="uncertain"), reading(value=4.0, seq=4)]
+    res = v.validate(POWER, enc({"v": 1, "source": "edge-7", "readings": items}))
+    assert [(r.seq, r.quality) for r in res.accepted] == [(1, None), (3, "uncertain"), (4, None)]
+    assert [(r.index, r.reason, r.meter) for r in res.rejections] == [
+        (1, Reason.DEVICE_QUALITY_BAD, "powerco.power_rate")]
+    assert res.rejections[0].message.startswith("reading 1: meter 'powerco.power_rate' at ts_ms")
+
+
 # -- batches -------------------------------------------------------------------------------------
 
 def test_batch_accepts_good_and_reports_each_bad_with_its_index(v):
@@ -301,5 +379,6 @@ def test_every_reading_ends_accepted_or_rejected(park, payload, topic):
         assert len(res.accepted) + len(res.rejections) == 1
     for r in res.accepted:
         assert math.isfinite(r.value)
+        assert r.quality in (None, "uncertain")  # "bad" never accepted, "good" not kept
     for rj in res.rejections:
         assert isinstance(rj.reason, Reason) and rj.message
