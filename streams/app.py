@@ -94,6 +94,17 @@ EXIT_STALLED = 75
 #: right after its first assignment (Faust keeps them assigned but no longer fetches them, the
 #: state of faust-streaming #629), so that the stall watchdog can be tested end to end
 FAULT_STALL_ENV = "PARKMON_STREAMS_FAULT_STALL_ONCE"
+#: fault injection for tests: "P:OFFSET[,P:OFFSET...]" makes the agent drop these readings once,
+#: unprocessed but acked, as Faust did once (the watchdog must notice and read them again)
+FAULT_DROP_ENV = "PARKMON_STREAMS_FAULT_DROP_ONCE"
+
+
+def _parse_drop_env(value: str) -> set[tuple[int, int]]:
+    out = set()
+    for item in filter(None, (x.strip() for x in value.split(","))):
+        p, _, off = item.partition(":")
+        out.add((int(p), int(off)))
+    return out
 
 
 @dataclass
@@ -107,6 +118,8 @@ class WorkerStats:
     flushes: int = 0
     sink_failures: int = 0
     stalls_resumed: int = 0  # watchdog: stalled partitions resumed + re-seeked
+    out_of_order: int = 0  # readings handed over after a higher offset (processed, not skipped)
+    holes_reread: int = 0  # watchdog: offsets never handed over, read again
     idle_closes: int = 0  # partitions whose event time followed the wall clock (idle close)
     idle_close_deferred: int = 0  # idle by the clock but with unread input: not closed
     by_reason: dict[str, int] = field(default_factory=dict)
@@ -123,6 +136,57 @@ class WorkerStats:
         d = {k: v for k, v in self.__dict__.items() if k != "close_to_stored_s"}
         d.update(close_to_stored_p50_s=pct(0.5), close_to_stored_p99_s=pct(0.99))
         return d
+
+
+class OffsetLedger:
+    """Which offsets of one input partition the engine state already holds.
+
+    Every offset <= `floor` is in it, and every offset in (floor, top] except the `missing` ones.
+    Faust does not always hand an agent a partition's messages in offset order (seen after a
+    restart under load: an offset arrived after a higher one, or never), so "skip what is at or
+    below the highest offset processed" would drop such a reading. Here a reading is skipped as
+    replayed only if the ledger holds it; the state is saved with `floor`, so after a crash
+    everything above it is read again (and deduplicated by the engine), and a missing offset
+    that does not arrive is noticed (`missing_since`) and read again by the watchdog.
+    """
+
+    MAX_JUMP = 10_000  # a forward jump larger than this is a gap in the log, not missing input
+
+    def __init__(self, saved_offset: int) -> None:
+        self.floor = saved_offset
+        self.top = saved_offset
+        self.missing: dict[int, float] = {}  # offset -> monotonic time it was first missed
+        self.filled = 0  # missing offsets that arrived later (out of order)
+        #: nothing saved: reading starts at the committed offset or the log start, wherever
+        self._fresh = saved_offset < 0
+
+    def holds(self, offset: int) -> bool:
+        return offset <= self.floor or (offset <= self.top and offset not in self.missing)
+
+    def add(self, offset: int, now_s: float) -> None:
+        if self._fresh:
+            self._fresh = False
+            self.floor = self.top = offset
+            return
+        if offset > self.top:
+            if offset - self.top - 1 <= self.MAX_JUMP:
+                for o in range(self.top + 1, offset):
+                    self.missing[o] = now_s
+            elif self.missing:  # keep only holes close to the new top
+                self.missing.clear()
+            self.top = offset
+        elif self.missing.pop(offset, None) is not None:
+            self.filled += 1
+        self.floor = min(self.missing) - 1 if self.missing else self.top
+
+    def missing_since(self) -> float | None:
+        return min(self.missing.values()) if self.missing else None
+
+    def forget(self, offsets: list[int]) -> None:
+        """Offsets that are not in the log (read again and still not delivered)."""
+        for o in offsets:
+            self.missing.pop(o, None)
+        self.floor = min(self.missing) - 1 if self.missing else self.top
 
 
 def _dlq_value(raw: bytes | None, reason: str, message: str, **extra: Any) -> bytes:
@@ -215,9 +279,10 @@ def create_app(opts: WorkerOptions, model: KpiModel, sink: InfluxSink,
     stats = WorkerStats()
     app.parkmon_stats = stats  # type: ignore[attr-defined]
     engines: dict[int, WindowEngine] = {}
-    #: partition -> offset of the last reading whose effect is in the engine (saved with it);
-    #: readings at or below it, replayed after a crash, are skipped as already processed
-    done_offset: dict[int, int] = {}
+    #: partition -> offsets whose effect is in the engine (saved with it as `kafka_offset`, the
+    #: ledger's floor); readings it holds, replayed after a crash, are skipped as processed
+    ledgers: dict[int, OffsetLedger] = {}
+    drop_once = _parse_drop_env(os.environ.get(FAULT_DROP_ENV, ""))
     agg_box: dict[str, KpiAggregator] = {}  # the KPI aggregator while we own its partition
 
     def engine_for(p: int) -> WindowEngine:
@@ -226,14 +291,14 @@ def create_app(opts: WorkerOptions, model: KpiModel, sink: InfluxSink,
             meta = meter_state.data.get(f"p{p}")
             if meta is None:
                 eng = WindowEngine(model, opts.base_window_ms, opts.grace_ms)
-                done_offset[p] = -1
+                ledgers[p] = OffsetLedger(-1)
             else:
-                done_offset[p] = int(meta.get("kafka_offset", -1))
+                ledgers[p] = OffsetLedger(int(meta.get("kafka_offset", -1)))
                 ms = {k: v["state"] for k, v in meter_state.data.items()
                       if isinstance(v, dict) and v.get("p") == p and "state" in v}
                 eng = WindowEngine.from_parts(model, meta, ms)
                 log.info("partition %d: restored %d meters, watermark %s, offset %d", p,
-                         len(ms), eng.watermark_ms, done_offset[p])
+                         len(ms), eng.watermark_ms, ledgers[p].floor)
             engines[p] = eng
         return eng
 
@@ -274,7 +339,8 @@ def create_app(opts: WorkerOptions, model: KpiModel, sink: InfluxSink,
             meter_state.send_changelog(p, mid, val)
         key = f"p{p}"
         meta = eng.meta_state()
-        meta["kafka_offset"] = done_offset.get(p, -1)
+        led = ledgers.get(p)
+        meta["kafka_offset"] = -1 if led is None else led.floor
         meter_state.data[key] = meta
         meter_state.send_changelog(p, key, meta)
 
@@ -296,7 +362,8 @@ def create_app(opts: WorkerOptions, model: KpiModel, sink: InfluxSink,
         for an input partition, saved with its engine state; -1 if none."""
         off = taken.get((tp.topic, tp.partition), -1)
         if tp.topic == readings.get_topic_name():
-            off = max(off, done_offset.get(tp.partition, -1))
+            led = ledgers.get(tp.partition)
+            off = max(off, -1 if led is None else led.top)
         return off
 
     async def end_offsets(tps: list[TP]) -> dict[TP, int] | None:
@@ -356,6 +423,7 @@ def create_app(opts: WorkerOptions, model: KpiModel, sink: InfluxSink,
             touched: set[int] = set()
             closed_at: list[float] = []
             now = now_ms()
+            mono = time.monotonic()
             for ev in events:
                 p = ev.message.partition
                 touched.add(p)
@@ -364,10 +432,18 @@ def create_app(opts: WorkerOptions, model: KpiModel, sink: InfluxSink,
                 raw = ev.value
                 eng = engine_for(p)
                 off = ev.message.offset
-                if off <= done_offset[p]:
+                led = ledgers[p]
+                if drop_once and (p, off) in drop_once:
+                    drop_once.discard((p, off))
+                    log.warning("fault injection (%s): reading %d:%d dropped", FAULT_DROP_ENV,
+                                p, off)
+                    continue
+                if led.holds(off):
                     stats.replayed += 1
                     continue
-                done_offset[p] = off
+                if off < led.top:
+                    stats.out_of_order += 1
+                led.add(off, mono)
                 try:
                     r = _decode(raw)
                     for o in eng.ingest(r.meter, r.ts_ms, r.value):
@@ -434,9 +510,46 @@ def create_app(opts: WorkerOptions, model: KpiModel, sink: InfluxSink,
             d["introspection_failed"] = repr(exc)
         return d
 
+    hole_seeks: dict[int, tuple[int, int]] = {}  # partition -> (first missing offset, seeks)
+
+    async def reread_holes() -> None:
+        """Read again from the first offset of an input partition that Faust skipped (handed
+        over neither in order nor later) for stall_s; after two such reads the offsets are
+        taken as gaps in the log (logged as an error)."""
+        if not stall_s or settling() or "meter-windows" in busy:
+            return
+        mono = time.monotonic()
+        rname = readings.get_topic_name()
+        assigned = {tp.partition for tp in app.consumer.assignment() if tp.topic == rname}
+        for p, led in list(ledgers.items()):
+            since = led.missing_since()
+            if p not in assigned or p not in engines or since is None or mono - since < stall_s:
+                continue
+            lo = min(led.missing)
+            prev = hole_seeks.get(p)
+            n = prev[1] + 1 if prev and prev[0] == lo else 1
+            old = sorted(o for o, t in led.missing.items() if mono - t >= stall_s)
+            if n > 2:
+                log.error("partition %d: offsets %s were not handed over even after reading "
+                          "them again twice: taken as gaps in the log", p, old[:20])
+                led.forget(old)
+                hole_seeks.pop(p, None)
+                continue
+            hole_seeks[p] = (lo, n)
+            for o in led.missing:
+                led.missing[o] = mono
+            log.warning("partition %d: offsets %s were skipped by the consumer; reading again "
+                        "from %d (those already processed are skipped)", p, old[:20], lo)
+            stats.holes_reread += 1
+            try:
+                await app.consumer.seek_wait({TP(rname, p): lo})
+            except Exception as exc:
+                log.warning("partition %d: seek failed: %r", p, exc)
+
     async def watchdog() -> None:
         """Resume and re-seek assigned partitions with unread input that made no progress for
         stall_s while their agent waited for input (faust-streaming #629)."""
+        await reread_holes()
         if not stall_s or settling():
             return
         mono = time.monotonic()
@@ -535,7 +648,8 @@ def create_app(opts: WorkerOptions, model: KpiModel, sink: InfluxSink,
                         or now - since < idle_ms:
                     continue  # read something (or was revoked) meanwhile
                 end = ends.get(TP(rname, p))
-                if end is None or end - 1 > last_taken(TP(rname, p)):
+                led = ledgers.get(p)
+                if end is None or end - 1 > last_taken(TP(rname, p)) or (led and led.missing):
                     stats.idle_close_deferred += 1
                     continue
                 for o in eng.advance(eng.watermark_ms + (now - since)):

@@ -14,7 +14,7 @@ import pytest
 from parkmon import devservices
 from parkmon.contracts import kafka_readings_topic
 from parkmon.park import example_park_path, load_park
-from streams.app import FAULT_STALL_ENV, ensure_topics
+from streams.app import FAULT_DROP_ENV, FAULT_STALL_ENV, OffsetLedger, ensure_topics
 from streams.testing import WorkerProcess, produce, query_windows, recount, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -78,6 +78,28 @@ def wait_complete(url, token, org, bucket, park, sent, timeout_s=180):
         return q if ok else None
 
     return wait_for(done, timeout_s, 2) or query_windows(url, token, org, bucket, park)
+
+
+def test_offset_ledger_never_skips_a_reading_handed_over_out_of_order():
+    """Pure (no services): the replay skip of the worker. Faust handed over an offset after a
+    higher one of its partition (kill -9 test, 1 of 5 runs under load); skipping everything at
+    or below the highest processed offset dropped that reading from its window."""
+    led = OffsetLedger(200)  # restored: offsets <= 200 are in the saved state
+    assert led.holds(199) and led.holds(200) and not led.holds(201)
+    for off in (201, 203, 204):  # 202 comes late
+        assert not led.holds(off)
+        led.add(off, now_s=1.0)
+    assert not led.holds(202) and led.holds(203)
+    assert led.floor == 201 and led.missing_since() == 1.0  # saved offset stays below the hole
+    led.add(202, now_s=2.0)
+    assert led.floor == 204 and led.filled == 1 and led.missing_since() is None
+    assert led.holds(202)  # handed over again (a re-read): skipped as replayed
+    fresh = OffsetLedger(-1)  # nothing saved: reading starts wherever the group's offset is
+    fresh.add(5000, now_s=0.0)
+    assert fresh.floor == 5000 and not fresh.missing
+    fresh.add(5003, now_s=0.0)
+    fresh.forget([5001, 5002])  # not in the log after two re-reads
+    assert fresh.floor == 5003
 
 
 def test_kill9_mid_stream_then_restart_equals_recount(kafka, influx, influx_bucket, tmp_path):
@@ -212,3 +234,29 @@ def test_influxdb_stopped_mid_stream_nothing_lost(kafka, tmp_path):
             w.stop()
     finally:
         h.stop()
+
+
+def test_reading_dropped_by_the_consumer_is_read_again(kafka, influx, influx_bucket, tmp_path):
+    """A reading handed over neither in order nor later (injected: the agent drops two readings
+    once, acked but unprocessed, so Faust's commit moves past them) is noticed as a hole in the
+    partition's offsets and read again; the results equal a recount."""
+    park = f"fd{uuid.uuid4().hex[:8]}"
+    ensure_topics(kafka.bootstrap, park, 2)
+    topic = kafka_readings_topic(park)
+    b = bucket_name(influx_bucket)
+    w = WorkerProcess(park, kafka.bootstrap, influx.url, influx.org, b, influx.token,
+                      tmp_path / "w.log", extra=WORKER_FLAGS)
+    w.env[FAULT_DROP_ENV] = "0:40,1:41"
+    w.start()
+    try:
+        sent = readings(0, 60)
+        produce(kafka.bootstrap, topic, sent)
+        got = wait_complete(influx.url, influx.token, influx.org, b, park, sent, 150)
+        assert_equals_recount(got, sent)
+        text = w.log_text()
+        assert "reading 0:40 dropped" in text and "reading 1:41 dropped" in text, text[-3000:]
+        assert "were skipped by the consumer" in text, text[-3000:]
+        st = stats_after_now(w)
+        assert st["holes_reread"] >= 1 and st["late"] == 0, st
+    finally:
+        w.stop()
