@@ -75,6 +75,7 @@ class EdgePipeline:
         self._pending: list[WindowResult] = []
         self._kpi_epoch = -1
         self.max_ts_ms: int | None = None  # largest event time of an accepted reading
+        self.last_late: LateReading | None = None  # the latest reading late beyond grace
 
     # -- intake ------------------------------------------------------------------------------
     def feed(self, topic: str, payload: bytes) -> None:
@@ -141,6 +142,7 @@ class EdgePipeline:
                 self.kpis[(o.scope, o.entity, o.view, o.window_start_ms)] = o
             elif isinstance(o, LateReading):
                 self.counters.late_beyond_grace += 1
+                self.last_late = o
         if self.sink is not None:
             self.sink.write(to_points(self.park.id, outputs))
 

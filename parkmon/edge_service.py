@@ -18,14 +18,18 @@ checkpoint, taken every `checkpoint_messages` unacknowledged messages, every
 
 After a crash (kill -9 included) the process restores the last checkpoint and the broker
 redelivers every message that was not acknowledged, i.e. everything fed after that checkpoint
-(and possibly some fed before it, if the crash fell between steps 2 and 3: the dedup memory in the
-checkpoint recognises those). Points written after the checkpoint are rewritten with the same
-values. Alerts go through the AlertService, whose outbox remembers event ids, so a replayed
-detection is not notified twice.
+(and possibly some fed before it whose PUBACKs had not left yet: the checkpoint stores their
+packet ids and digests, and such a redelivery, same id and content, is not fed again, only
+acknowledged after the next checkpoint). Points written after the checkpoint are rewritten with
+the same values. Alerts go through the AlertService, whose outbox remembers event ids, so a
+replayed detection is not notified twice. After a connection loss (the process lives on), the
+messages fed but not acknowledged on the lost connection come back the same way.
+`checkpoint_seq` changes once a checkpoint is durable; a stop always takes a final one.
 
 Event time: the watermark is the largest accepted `ts_ms` minus `watermark_lag_ms`; when no
-reading has advanced it for `idle_after_s` (while subscribed), it moves on with the wall clock
-(times `idle_clock_rate`), so silent meters are noticed and the last windows close without traffic.
+reading has advanced it for `idle_after_s` (while subscribed, counted from the latest connection),
+it moves on with the wall clock (times `idle_clock_rate`), so silent meters are noticed and the
+last windows close without traffic. It never does while the input is disconnected.
 
 Unacknowledged messages count against the broker's in-flight limit (Mosquitto
 `max_inflight_messages`, 20 by default, 100 in the dev broker) and the client's Receive Maximum
@@ -282,6 +286,23 @@ class _Msg:
     mid: int
     qos: int
     generation: int
+    superseded: bool = False  # its redelivery on a newer connection takes over the ack
+
+
+def message_digest(topic: str, payload: bytes) -> bytes:
+    """Identity of an MQTT message for recognising the broker's redelivery of it."""
+    h = hashlib.blake2b(digest_size=16)
+    h.update(topic.encode())
+    h.update(b"\0")
+    h.update(payload)
+    return h.digest()
+
+
+@dataclass
+class _Acking:
+    mid: int
+    generation: int
+    digest: bytes
 
 
 @dataclass
@@ -389,6 +410,18 @@ class EdgeService:
                             self.s.idle_clock_rate, progress_wall_ms=now_ms())
         self.inbox: queue.Queue[_Msg] = queue.Queue()
         self.unacked: list[_Msg] = []
+        # messages in the state whose acknowledgement may not have reached the broker: packet
+        # id -> (connection generation, digest). The broker redelivers such a message on the
+        # next connection with the same packet id (and reuses an id only once it is
+        # acknowledged). `_unconfirmed`: acks that could not be sent (connection lost) and, after
+        # a restart, those of the restored checkpoint; `_recent_acked`: the latest acks sent,
+        # which a connection loss or kill -9 may still have swallowed (paho sends them from its
+        # own thread). Persisted with each checkpoint.
+        self._unconfirmed: dict[int, tuple[int, bytes]] = {}
+        self._recent_acked: dict[int, tuple[int, bytes]] = {}
+        self.redelivered_skipped = 0
+        self._late_unlogged = 0
+        self._late_logged_wall = 0
         self.cp = CheckpointStats()
         self.stop_event = threading.Event()
         self.draining = False
@@ -402,6 +435,7 @@ class EdgeService:
         self._last_cp_wall = now_ms()
         self._changed = False
         self._was_subscribed = False
+        self._sub_generation: int | None = None  # the connection the idle timer was held for
         self._store_broken = False
         self._influx_retry_at = 0
         self._detector_version = detector_code_version()
@@ -500,6 +534,9 @@ class EdgeService:
         self.wm.value = doc.get("watermark_ms")
         self.wm.event_max_ms = self.pipe.max_ts_ms
         self.wm.hold(self.now_ms())
+        # generation 0: older than any connection of this process
+        self._unconfirmed = {int(mid): (0, bytes(dig))
+                             for mid, dig in doc.get("in_state_unacked", [])}
         self._last_advance_wm = doc.get("last_advance_wm")
         self.cp.seq = self.cp.restored_seq = int(doc["seq"])
         self.cp.restored_detectors = restored_detectors
@@ -513,18 +550,24 @@ class EdgeService:
     def _track_dedup(self, snap: dict[str, list[int]]) -> None:
         self.pipe.dedup = TrackingDeduplicator.from_snapshot(snap, self.s.dedup_per_meter)
 
-    def _parts(self) -> CheckpointParts:
+    def _parts(self, seq: int, acking: list[_Acking]) -> CheckpointParts:
         """The checkpoint's content: small state whole, large state where it changed."""
         pipe = self.pipe
         eng = pipe.engine
         dedup = pipe.dedup
         small = pipe.snapshot_small()
-        meta = {"format": CHECKPOINT_FORMAT, "park": self.park.id, "seq": self.cp.seq,
+        meta = {"format": CHECKPOINT_FORMAT, "park": self.park.id, "seq": seq,
                 "written_ms": self.now_ms(), "pipeline": small,
                 "windows_meta": eng.windows.meta_state(), "kpis_meta": eng.kpis.meta_state(),
                 "monitor": pickle.dumps(pipe.monitor, protocol=pickle.HIGHEST_PROTOCOL),
                 "detector_version": self._detector_version, "watermark_ms": self.wm.value,
-                "last_advance_wm": self._last_advance_wm}
+                "last_advance_wm": self._last_advance_wm,
+                # what this checkpoint acknowledges next (and what may not be acknowledged yet):
+                # after a kill -9 the broker may redeliver any of it, already in this state
+                "in_state_unacked": [
+                    (mid, dig) for mid, (_gen, dig) in
+                    {**self._unconfirmed, **self._recent_acked,
+                     **{a.mid: (a.generation, a.digest) for a in acking}}.items()]}
         meters = {m: eng.windows.meter_state(m) for m in eng.windows.take_dirty()}
         dd = dedup.take_dirty() if isinstance(dedup, TrackingDeduplicator) else set()
         kpi_dirty = eng.kpis.take_dirty()
@@ -556,19 +599,35 @@ class EdgeService:
                 "unacked": len(self.unacked)})
             return False
         self.cp.last_error = None
-        self.cp.seq += 1
+        seq = self.cp.seq + 1
+        acking = [_Acking(m.mid, m.generation, message_digest(m.topic, m.payload))
+                  for m in self.unacked if m.qos and not m.superseded]
         try:
-            size = self.store.save(self._parts())
+            size = self.store.save(self._parts(seq, acking))
         except BaseException:
             # the changed-rows bookkeeping is gone with this checkpoint: never write another one
             # (nothing more is acknowledged; the next start restores the last good checkpoint)
             self._store_broken = True
             self.stop_event.set()
             raise
+        # durable from here on: health and metrics report it only now
+        self.cp.seq = seq
         acked = 0
+        recent = self._recent_acked
+        digest = {a.mid: a.digest for a in acking}
         for msg in self.unacked:
+            if msg.superseded:
+                continue
             if self.mqtt.ack(msg.mid, msg.qos, msg.generation):
                 acked += 1
+                if msg.qos:
+                    recent.pop(msg.mid, None)
+                    recent[msg.mid] = (msg.generation, digest[msg.mid])
+            elif msg.qos:
+                # connection lost (or a newer one): the broker redelivers it with this packet id
+                self._unconfirmed[msg.mid] = (msg.generation, digest[msg.mid])
+        for mid in list(recent)[:max(0, len(recent) - 2 * self.s.checkpoint_messages)]:
+            del recent[mid]  # bounded: only the latest acks can still be in flight
         self.unacked = []
         # keep memory bounded (windows / kpis were taken with the points)
         self.pipe.events.clear()
@@ -631,12 +690,18 @@ class EdgeService:
     def _subscribed(self) -> bool:
         return bool(self.mqtt.connected and self.mqtt.subscribed.is_set())
 
+    def _input_live(self) -> bool:
+        """Subscribed on the connection the idle timer was restarted for: only then may a
+        silence be the devices' (never while disconnected or before a reconnect is noticed)."""
+        return (self._was_subscribed and self._subscribed()
+                and getattr(self.mqtt, "generation", 0) == self._sub_generation)
+
     def _advance(self, wall: int, force: bool = False) -> None:
         self.wm.observe(self.pipe.max_ts_ms, wall)
         # idle only when the silence is the devices': not while messages wait in the inbox or for
         # a checkpoint (the broker holds back once its in-flight window is full), nor while
         # InfluxDB is failing
-        wm = self.wm.at(wall, may_idle=self._was_subscribed and self.inbox.empty()
+        wm = self.wm.at(wall, may_idle=self._input_live() and self.inbox.empty()
                         and not self.unacked and self.cp.last_error is None)
         if wm is None:
             return
@@ -650,7 +715,38 @@ class EdgeService:
             self.alerts.tick()
         self.metrics.watermark.set(wm)
 
+    def _redelivery(self, m: _Msg) -> bool:
+        """True if `m` is the broker's redelivery of a message fed on an earlier connection and
+        not acknowledged there (the acknowledgement could not be sent): same packet id, topic and
+        payload. Its readings are in the pipeline state already; feeding it again would count
+        them twice (duplicates, and rejected readings, which have no idempotency key)."""
+        if not m.qos:
+            return False
+        dig: bytes | None = None
+        for table in (self._unconfirmed, self._recent_acked):
+            old = table.get(m.mid)
+            if old is None or old[0] >= m.generation:
+                continue
+            dig = dig or message_digest(m.topic, m.payload)
+            # matched, or the broker reused the id: the earlier message was acknowledged
+            del table[m.mid]
+            if old[1] == dig:
+                return True
+        if self.unacked and self.unacked[0].generation < m.generation:
+            # fed on the lost connection, waiting for the next checkpoint
+            for u in self.unacked:
+                if u.mid == m.mid and u.generation < m.generation and not u.superseded \
+                        and u.topic == m.topic and u.payload == m.payload:
+                    u.superseded = True
+                    return True
+        return False
+
     def _feed(self, m: _Msg) -> None:
+        if self._redelivery(m):
+            # acknowledged with the next checkpoint, which persists the state holding it
+            self.redelivered_skipped += 1
+            self.unacked.append(m)
+            return
         try:
             self.pipe.feed(m.topic, m.payload)
         except Exception as exc:  # a bug must not stop the service nor block the session
@@ -665,10 +761,15 @@ class EdgeService:
         wall = self.now_ms()
         self._loop_alive_wall = wall
         sub = self._subscribed()
-        if sub and not self._was_subscribed:
-            self.wm.hold(wall)  # the idle clock starts once the session's backlog can arrive
+        gen = getattr(self.mqtt, "generation", 0)
+        if sub and (not self._was_subscribed or gen != self._sub_generation):
+            # the idle clock starts once the session's backlog can arrive (also after a
+            # disconnect and reconnect that both happened during one long step)
+            self.wm.hold(wall)
+            self._sub_generation = gen
         self._was_subscribed = sub
         fed = 0
+        late_before = self.pipe.counters.late_beyond_grace
         limit = self._checkpoint_limit()
         try:
             m = self.inbox.get(timeout=timeout_s)
@@ -684,6 +785,7 @@ class EdgeService:
             except queue.Empty:
                 m = None
         wall = self.now_ms()
+        self._log_late(self.pipe.counters.late_beyond_grace - late_before, wall)
         if fed:
             self._last_msg_wall = wall
             self.wm.observe(self.pipe.max_ts_ms, wall)
@@ -715,6 +817,20 @@ class EdgeService:
                 wall - self._last_cp_wall >= self.s.checkpoint_interval_s * 1000:
             self.checkpoint("interval")
 
+    def _log_late(self, n: int, wall: int) -> None:
+        """Readings late beyond grace: a warning with an example, at most one every 10 s."""
+        self._late_unlogged += n
+        if not self._late_unlogged or wall - self._late_logged_wall < 10_000:
+            return
+        lr = self.pipe.last_late
+        log.warning("%d reading(s) late beyond grace (more than GRACE_MS behind the largest "
+                    "event time seen)", self._late_unlogged, extra={
+                        "event": "late", "count": self._late_unlogged,
+                        "meter": lr.meter if lr else None, "ts_ms": lr.ts_ms if lr else None,
+                        "max_ts_ms": self.pipe.max_ts_ms, "watermark_ms": self.wm.value})
+        self._late_unlogged = 0
+        self._late_logged_wall = wall
+
     def _refresh_stats(self) -> None:
         c = self.pipe.counters
         self.stats_view = {"messages": c.messages, "readings": c.readings,
@@ -738,6 +854,8 @@ class EdgeService:
                     "checkpoint_seq": self.cp.seq, "restored_seq": self.cp.restored_seq,
                     "restored_detectors": self.cp.restored_detectors,
                     "learned_inflight": self.cp.learned_inflight,
+                    "redelivered": self.redelivered_skipped,
+                    "awaiting_redelivery": len(self._unconfirmed),
                     "mqtt_error": self.mqtt.last_error, **self.stats_view}
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -775,8 +893,9 @@ class EdgeService:
         self.draining = True
         ok = True
         try:
-            if self.unacked or self._changed or self._retry_points:
-                ok = self.checkpoint("shutdown")
+            # always (even with nothing new): the restart continues from a checkpoint taken at
+            # the stop, and health shows its sequence number
+            ok = self.checkpoint("shutdown")
         finally:
             time.sleep(0.2)  # let paho's thread send the acknowledgements before DISCONNECT
             self.mqtt.stop()
@@ -791,7 +910,8 @@ class EdgeService:
         left = self.inbox.qsize()
         log.info("edge stopped", extra={"event": "stopped", "final_checkpoint": ok,
                                         "not_fed": left, "seq": self.cp.seq,
-                                        "readings": self.pipe.counters.readings})
+                                        "readings": self.pipe.counters.readings,
+                                        "redelivered": self.redelivered_skipped})
         return 0 if ok else 1
 
 
