@@ -77,7 +77,9 @@ def publish(messages: list[FleetMessage], host: str, port: int, *, client_id: st
     hold / held: while `hold` is set, the publisher stops before its next message, waits until
     the broker acknowledged everything sent so far, sets `held`, and waits for `hold` to clear
     (a test restarts the broker meanwhile without paho re-sending an in-flight window behind
-    newer messages, which would reorder the stream)."""
+    newer messages, which would reorder the stream). Whenever the connection is down, the next
+    message waits for the reconnect and for every earlier one to be acknowledged, so the broker
+    receives the messages in order (paho alone does not guarantee that across a reconnect)."""
     import paho.mqtt.client as mqtt
 
     cond = threading.Condition()
@@ -118,6 +120,17 @@ def publish(messages: list[FleetMessage], host: str, port: int, *, client_id: st
                 delay = t0 + i / per_s - time.monotonic()
                 if delay > 0:
                     time.sleep(delay)
+            if not c.is_connected():
+                # keep the stream's order across a reconnect: paho re-sends what was published
+                # while disconnected only after the CONNACK, but a message published while it
+                # reconnects goes out right behind the CONNECT, i.e. ahead of all of them (seen:
+                # one message 20 min of event time ahead of 224 others, which then arrived late
+                # beyond grace). So wait until connected and everything sent so far is acked.
+                deadline = time.monotonic() + timeout_s
+                while not (c.is_connected() and acked[0] >= n):
+                    if time.monotonic() > deadline:
+                        raise RuntimeError("publisher did not reconnect")
+                    time.sleep(0.02)
             info = c.publish(m.topic, m.payload, qos=1)
             if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
                 raise RuntimeError(f"publish failed: {mqtt.error_string(info.rc)}")
