@@ -358,9 +358,13 @@ def create_app(opts: WorkerOptions, model: KpiModel, sink: InfluxSink,
                 stall_attempts.pop(key, None)
 
     def last_taken(tp: TP) -> int:
-        """The last offset of `tp` known to be handled: taken by the agent since assignment or,
-        for an input partition, saved with its engine state; -1 if none."""
+        """The last offset of `tp` known to be handled: taken by the agent since assignment,
+        committed by the group (a previous owner) or, for an input partition, saved with its
+        engine state; -1 if none."""
         off = taken.get((tp.topic, tp.partition), -1)
+        committed = getattr(app.consumer, "_committed_offset", {}).get(tp)
+        if isinstance(committed, int):
+            off = max(off, committed - 1)
         if tp.topic == readings.get_topic_name():
             led = ledgers.get(tp.partition)
             off = max(off, -1 if led is None else led.top)
