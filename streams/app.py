@@ -159,6 +159,9 @@ class OffsetLedger:
         self.filled = 0  # missing offsets that arrived later (out of order)
         #: nothing saved: reading starts at the committed offset or the log start, wherever
         self._fresh = saved_offset < 0
+        #: restored: the group's committed offset may be past the floor (Faust commits what was
+        #: acked, the floor stays below a missing offset); checked once by the watchdog
+        self.check_start = saved_offset >= 0
 
     def holds(self, offset: int) -> bool:
         return offset <= self.floor or (offset <= self.top and offset not in self.missing)
@@ -178,6 +181,15 @@ class OffsetLedger:
         elif self.missing.pop(offset, None) is not None:
             self.filled += 1
         self.floor = min(self.missing) - 1 if self.missing else self.top
+
+    def expect(self, upto: int, since_s: float) -> None:
+        """Offsets (top, upto] were committed by the group but are not in the saved state
+        (above its floor): they have to be read again."""
+        self._fresh = False
+        if self.top < upto and upto - self.top <= self.MAX_JUMP:
+            for o in range(self.top + 1, upto + 1):
+                self.missing[o] = since_s
+            self.top = upto
 
     def missing_since(self) -> float | None:
         return min(self.missing.values()) if self.missing else None
@@ -526,6 +538,14 @@ def create_app(opts: WorkerOptions, model: KpiModel, sink: InfluxSink,
         rname = readings.get_topic_name()
         assigned = {tp.partition for tp in app.consumer.assignment() if tp.topic == rname}
         for p, led in list(ledgers.items()):
+            if led.check_start and p in assigned and p in engines:
+                led.check_start = False
+                committed = getattr(app.consumer, "_committed_offset", {}).get(TP(rname, p))
+                if isinstance(committed, int) and committed > led.floor + 1:
+                    log.warning("partition %d: the group committed offset %d but the saved "
+                                "state holds everything only up to %d: reading again from %d",
+                                p, committed, led.floor, led.floor + 1)
+                    led.expect(committed - 1, mono - stall_s)
             since = led.missing_since()
             if p not in assigned or p not in engines or since is None or mono - since < stall_s:
                 continue

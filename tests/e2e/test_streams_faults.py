@@ -94,6 +94,14 @@ def test_offset_ledger_never_skips_a_reading_handed_over_out_of_order():
     led.add(202, now_s=2.0)
     assert led.floor == 204 and led.filled == 1 and led.missing_since() is None
     assert led.holds(202)  # handed over again (a re-read): skipped as replayed
+    # saved with floor 201 (202 missing) while Faust committed up to 205: after a restore the
+    # offsets above the floor must be read again, else 202 is never handed over
+    back = OffsetLedger(201)
+    assert back.check_start
+    back.expect(204, since_s=5.0)
+    assert back.missing_since() == 5.0 and not back.holds(202) and back.floor == 201
+    back.add(202, now_s=6.0)  # the re-read: held ones are deduplicated by the engine
+    assert back.floor == 202 and not back.holds(203)
     fresh = OffsetLedger(-1)  # nothing saved: reading starts wherever the group's offset is
     fresh.add(5000, now_s=0.0)
     assert fresh.floor == 5000 and not fresh.missing
