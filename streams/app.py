@@ -221,6 +221,31 @@ def _decode(raw: bytes | None) -> Reading:
             from exc
 
 
+def ingest_message(eng: WindowEngine, raw: bytes | None, key: Any, p: int, off: int,
+                   grace_ms: int, stats: WorkerStats, outs: list[tuple[int, WindowResult]],
+                   dead: list[tuple[Any, bytes]], closed_at: list[float]) -> None:
+    """One Kafka message through a partition's engine (both engines): window results to
+    `outs`, late, undecodable or failing readings to `dead` with their reason (never skipped,
+    faust #527)."""
+    try:
+        r = _decode(raw)
+        for o in eng.ingest(r.meter, r.ts_ms, r.value):
+            if isinstance(o, WindowResult):
+                outs.append((p, o))
+                closed_at.append(time.monotonic())
+            elif isinstance(o, LateReading):
+                stats.late += 1
+                dead.append((key, _dlq_value(
+                    raw, o.reason, f"window already final (watermark {o.watermark_ms}, "
+                    f"grace {grace_ms} ms)", partition=p, offset=off)))
+    except PayloadError as exc:
+        dead.append((key, _dlq_value(raw, str(exc.reason), exc.message, partition=p,
+                                     offset=off)))
+    except Exception as exc:
+        dead.append((key, _dlq_value(raw, Reason.PROCESSING_ERROR,
+                                     f"{type(exc).__name__}: {exc}", partition=p, offset=off)))
+
+
 async def _write_until_accepted(sink: InfluxSink, points: list[PointSpec], stats: WorkerStats,
                                 retry_sleep_s: float) -> None:
     """Block (without blocking the event loop) until InfluxDB accepted every point."""
@@ -460,27 +485,8 @@ def create_app(opts: WorkerOptions, model: KpiModel, sink: InfluxSink,
                 if off < led.top:
                     stats.out_of_order += 1
                 led.add(off, mono)
-                try:
-                    r = _decode(raw)
-                    for o in eng.ingest(r.meter, r.ts_ms, r.value):
-                        if isinstance(o, WindowResult):
-                            outs.append((p, o))
-                            closed_at.append(time.monotonic())
-                        elif isinstance(o, LateReading):
-                            stats.late += 1
-                            dead.append((ev.key, _dlq_value(
-                                raw, o.reason, f"window already final (watermark "
-                                f"{o.watermark_ms}, grace {opts.grace_ms} ms)",
-                                partition=p, offset=ev.message.offset)))
-                except PayloadError as exc:
-                    dead.append((ev.key, _dlq_value(raw, str(exc.reason), exc.message,
-                                                    partition=p,
-                                                    offset=ev.message.offset)))
-                except Exception as exc:  # one bad message never skips silently (#527)
-                    dead.append((ev.key, _dlq_value(raw, Reason.PROCESSING_ERROR,
-                                                    f"{type(exc).__name__}: {exc}",
-                                                    partition=p,
-                                                    offset=ev.message.offset)))
+                ingest_message(eng, raw, ev.key, p, off, opts.grace_ms, stats, outs, dead,
+                               closed_at)
             await flush(outs, dead, touched, closed_at)
             acked = [ev for ev in events if ev.message.partition in engines]
             for ev in acked:  # not revoked meanwhile

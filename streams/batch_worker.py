@@ -56,12 +56,12 @@ from confluent_kafka import (
 )
 
 from parkmon.contracts import Reason, kafka_readings_topic, kafka_streams_deadletter_topic
-from parkmon.errors import PayloadError, SinkError
-from streams.app import WorkerOptions, WorkerStats, _decode, _dlq_value, meter_windows_topic
+from parkmon.errors import SinkError
+from streams.app import WorkerOptions, WorkerStats, _dlq_value, ingest_message, meter_windows_topic
 from streams.core.engine import KpiAggregator
 from streams.core.model import KpiModel
 from streams.core.points import PointSpec, to_points
-from streams.core.windows import LateReading, WindowEngine, WindowResult
+from streams.core.windows import WindowEngine, WindowResult
 from streams.influx_sink import InfluxSink
 from streams.metrics import LoopHealth, StreamsCollector, make_registry
 
@@ -349,24 +349,7 @@ class BatchWorker:
                 continue
             self.done_offset[p] = off
             raw = m.value()
-            try:
-                r = _decode(raw)
-                for o in eng.ingest(r.meter, r.ts_ms, r.value):
-                    if isinstance(o, WindowResult):
-                        outs.append((p, o))
-                        closed_at.append(time.monotonic())
-                    elif isinstance(o, LateReading):
-                        self.stats.late += 1
-                        dead.append((m.key(), _dlq_value(
-                            raw, o.reason, f"window already final (watermark "
-                            f"{o.watermark_ms}, grace {grace} ms)", partition=p, offset=off)))
-            except PayloadError as exc:
-                dead.append((m.key(), _dlq_value(raw, str(exc.reason), exc.message,
-                                                 partition=p, offset=off)))
-            except Exception as exc:  # one bad message is dead-lettered, never skipped
-                dead.append((m.key(), _dlq_value(raw, Reason.PROCESSING_ERROR,
-                                                 f"{type(exc).__name__}: {exc}",
-                                                 partition=p, offset=off)))
+            ingest_message(eng, raw, m.key(), p, off, grace, self.stats, outs, dead, closed_at)
         if not commit:
             return
         self._deliver(outs, dead, closed_at)
