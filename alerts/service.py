@@ -97,7 +97,7 @@ def _coerce(event: Any) -> DetectionEvent:
         return DetectionEvent.from_dict(event)
     if isinstance(event, bytes | str):
         return DetectionEvent.from_json(event)
-    from alerts.detect.events import to_detection_event  # a detector's typed event
+    from detect.events import to_detection_event  # a detector's typed event
 
     converted: DetectionEvent = to_detection_event(event)
     return converted

@@ -38,7 +38,9 @@ import paho.mqtt.client as mqtt  # noqa: E402
 from paho.mqtt.packettypes import PacketTypes  # noqa: E402
 from paho.mqtt.properties import Properties  # noqa: E402
 
-from ingest.testing import (  # noqa: E402
+from parkmon import devservices  # noqa: E402
+from parkmon.contracts import kafka_readings_topic, mqtt_topic  # noqa: E402
+from tests.support.ingest import (  # noqa: E402
     GatewayProcess,
     Publisher,
     free_port,
@@ -46,8 +48,6 @@ from ingest.testing import (  # noqa: E402
     topic_end_offsets,
     unique,
 )
-from parkmon import devservices  # noqa: E402
-from parkmon.contracts import kafka_readings_topic, mqtt_topic  # noqa: E402
 
 
 def payloads_single(park: str, n: int, t0: int) -> list[bytes]:

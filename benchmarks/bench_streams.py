@@ -174,7 +174,7 @@ def run_quix(bootstrap: str, topic: str, partitions: int, total: int, tmp: Path)
 
 def run_parkmon(bootstrap: str, park: str, partitions: int, total: int, tmp: Path,
                 influx: Any, bucket: str, engine: str = "batch") -> dict:
-    from streams.testing import WorkerProcess
+    from tests.support.streams import WorkerProcess
 
     group = f"bench-parkmon-{engine}-{uuid.uuid4().hex[:6]}"
     w = WorkerProcess(park, bootstrap, influx.url, influx.org, bucket, influx.token,
@@ -240,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from parkmon import devservices
     from streams.app import ensure_topics
-    from streams.testing import produce
+    from tests.support.streams import produce
 
     kafka = devservices.ensure("kafka", quiet=True)
     bootstrap = getattr(kafka, "bootstrap", "127.0.0.1:19092")

@@ -32,7 +32,7 @@ import yaml
 from standardwebhooks.webhooks import Webhook
 
 from alerts.model import DetectionEvent, DetectionKind
-from alerts.testing import toy_park, toy_park_data
+from tests.support.alerts import toy_park, toy_park_data
 
 pytestmark = pytest.mark.e2e
 
@@ -87,7 +87,7 @@ class Harness:
 
     def start_service(self) -> subprocess.Popen[bytes]:
         p = subprocess.Popen(
-            [sys.executable, "-m", "parkmon.cli", "alerts", "run", "--park", str(self.park),
+            [sys.executable, "-m", "apps.cli", "alerts", "run", "--park", str(self.park),
              "--db", str(self.db), "--events-file", str(self.events), "--follow"],
             env=self.env(), cwd=self.tmp, stdout=subprocess.DEVNULL,
             stderr=open(self.tmp / f"service-{len(self.procs)}.log", "wb"),  # noqa: SIM115
@@ -98,7 +98,7 @@ class Harness:
 
     def start_receiver(self) -> None:
         self.receiver = subprocess.Popen(
-            [sys.executable, "-m", "alerts.testing", "receive", "--port", str(self.port),
+            [sys.executable, "-m", "tests.support.alerts", "receive", "--port", str(self.port),
              "--out", str(self.received)], env=self.env(), stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL, start_new_session=True)
         assert self.receiver.stdout is not None
@@ -247,7 +247,7 @@ def detector_events(trip: bool, silent_meter: str | None) -> list[DetectionEvent
     """Run the real detectors (alerts.detect.ParkMonitor) over synthetic 10 s readings of the toy
     park: normal operation long enough for the detectors' warm-up, then the power station trips
     and/or a meter falls silent, then 40 minutes more."""
-    import alerts.detect as detect
+    import detect as detect
     cfg = detect.DetectorConfig()
     period_ms = 10_000
     history = int((cfg.warmup_samples + cfg.learn_delay_samples) * 1.5) + 60

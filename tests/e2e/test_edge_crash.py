@@ -5,7 +5,7 @@ counts are the same too.
 
 The publisher keeps publishing while the edge process is dead: the broker queues for the persistent
 session and redelivers every message the edge had not acknowledged (acknowledgement follows the
-checkpoint, see parkmon/edge_service.py).
+checkpoint, see apps/edge/service.py).
 """
 
 from __future__ import annotations
@@ -17,7 +17,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from parkmon.edge_testing import (
+from parkmon.park import example_park_path, load_park
+from simulators.scenarios import parse_scenario
+from tests.support.edge import (
     EdgeProcess,
     drop_session,
     fleet_messages,
@@ -26,8 +28,6 @@ from parkmon.edge_testing import (
     reference_pipeline,
     reference_points,
 )
-from parkmon.park import example_park_path, load_park
-from simulators.scenarios import parse_scenario
 
 pytestmark = pytest.mark.e2e
 

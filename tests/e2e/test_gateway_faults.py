@@ -19,7 +19,8 @@ from typing import Any
 
 import pytest
 
-from ingest.testing import (
+from parkmon.contracts import kafka_deadletter_topic, kafka_readings_topic, mqtt_topic
+from tests.support.ingest import (
     GatewayProcess,
     Publisher,
     park_yaml,
@@ -28,7 +29,6 @@ from ingest.testing import (
     unique,
     wait_for_offsets,
 )
-from parkmon.contracts import kafka_deadletter_topic, kafka_readings_topic, mqtt_topic
 
 pytestmark = pytest.mark.e2e
 

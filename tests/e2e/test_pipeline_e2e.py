@@ -33,13 +33,13 @@ import pytest
 import yaml
 from standardwebhooks.webhooks import Webhook
 
-from alerts.detect_testing import DetectProcess
-from ingest.testing import GatewayProcess, Publisher, free_port
-from parkmon.edge_testing import drop_session, fleet_messages
 from parkmon.park import example_park_path, load_park
 from parkmon.units import to_canonical
 from simulators.scenarios import parse_scenario
-from streams.testing import WorkerProcess, query_windows
+from tests.support.detect import DetectProcess
+from tests.support.edge import drop_session, fleet_messages
+from tests.support.ingest import GatewayProcess, Publisher, free_port
+from tests.support.streams import WorkerProcess, query_windows
 
 pytestmark = pytest.mark.e2e
 
@@ -160,7 +160,7 @@ def test_mqtt_to_influx_windows_and_signed_trip_webhook(
     received = tmp_path / "received.jsonl"
     env_base = {k: v for k, v in os.environ.items() if not k.startswith("PARKMON_")}
     env_base["PYTHONPATH"] = str(REPO)
-    recv = subprocess.Popen([sys.executable, "-m", "alerts.testing", "receive", "--port",
+    recv = subprocess.Popen([sys.executable, "-m", "tests.support.alerts", "receive", "--port",
                              str(port), "--out", str(received)], env=env_base,
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     procs.popen.append(recv)
@@ -200,7 +200,7 @@ def test_mqtt_to_influx_windows_and_signed_trip_webhook(
     alerts_log = tmp_path / "alerts.log"
     with open(alerts_log, "wb") as fh:
         alerts = subprocess.Popen(
-            [sys.executable, "-m", "parkmon.cli", "alerts", "run", "--park", str(park_file),
+            [sys.executable, "-m", "apps.cli", "alerts", "run", "--park", str(park_file),
              "--db", str(tmp_path / "alerts.sqlite")], env=alerts_env, cwd=tmp_path,
             stdout=fh, stderr=subprocess.STDOUT)
     procs.popen.append(alerts)

@@ -23,7 +23,7 @@ from test_streams_faults import (
 from parkmon import devservices
 from parkmon.contracts import kafka_readings_topic
 from streams.app import ensure_topics
-from streams.testing import WorkerProcess, produce, query_windows, wait_for
+from tests.support.streams import WorkerProcess, produce, query_windows, wait_for
 
 pytestmark = pytest.mark.e2e
 

@@ -15,7 +15,7 @@ from parkmon import devservices
 from parkmon.contracts import kafka_readings_topic
 from parkmon.park import example_park_path, load_park
 from streams.app import FAULT_DROP_ENV, FAULT_STALL_ENV, OffsetLedger, ensure_topics
-from streams.testing import WorkerProcess, produce, query_windows, recount, wait_for
+from tests.support.streams import WorkerProcess, produce, query_windows, recount, wait_for
 
 pytestmark = pytest.mark.e2e
 

@@ -12,7 +12,7 @@ from influxdb_client import InfluxDBClient
 from alerts.impact import MS_PER_H, ImpactAnalyzer
 from alerts.influx_annotations import MEASUREMENT, InfluxAnnotationWriter
 from alerts.model import Alert, AlertName, AlertState, Severity, fingerprint
-from alerts.testing import toy_park
+from tests.support.alerts import toy_park
 
 pytestmark = pytest.mark.integration
 

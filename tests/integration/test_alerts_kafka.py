@@ -21,7 +21,7 @@ import yaml
 from standardwebhooks.webhooks import Webhook
 
 from alerts.model import DetectionEvent, DetectionKind
-from alerts.testing import toy_park_data
+from tests.support.alerts import toy_park_data
 
 pytestmark = pytest.mark.integration
 
@@ -96,13 +96,13 @@ def test_kafka_source_delivers_and_resumes_after_restart(tmp_path: Path, kafka_b
         "PARKMON_ALERTS_GROUP_WAIT_MS": "1000", "PARKMON_ALERTS_GROUP_INTERVAL_MS": "1000",
         "PARKMON_ALERTS_BACKOFF_MAX_MS": "2000",
     })
-    receiver = subprocess.Popen([sys.executable, "-m", "alerts.testing", "receive", "--port",
+    receiver = subprocess.Popen([sys.executable, "-m", "tests.support.alerts", "receive", "--port",
                                  str(port), "--out", str(received)], env=env,
                                 stdout=subprocess.PIPE, start_new_session=True)
     procs: list[subprocess.Popen[bytes]] = [receiver]
 
     def start(n: int) -> subprocess.Popen[bytes]:
-        p = subprocess.Popen([sys.executable, "-m", "parkmon.cli", "alerts", "run", "--park",
+        p = subprocess.Popen([sys.executable, "-m", "apps.cli", "alerts", "run", "--park",
                               str(park), "--db", str(tmp_path / "a.sqlite"), "--topic", topic],
                              env=env, stdout=subprocess.DEVNULL,
                              stderr=open(tmp_path / f"svc{n}.log", "wb"),  # noqa: SIM115

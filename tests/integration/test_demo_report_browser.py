@@ -13,7 +13,7 @@ import subprocess
 
 import pytest
 
-from parkmon import demo
+from apps import demo
 
 pytestmark = pytest.mark.integration
 

@@ -14,8 +14,14 @@ from typing import Any
 
 import pytest
 
-from alerts.detect_core import load_checkpoint
-from alerts.detect_testing import (
+from alerts.model import DetectionEvent, DetectionKind
+from alerts.service import AlertService
+from detect.core import load_checkpoint
+from ingest.kafka_out import ensure_topics
+from parkmon.contracts import Reading
+from parkmon.park import example_park_path, load_park
+from tests.support.alerts import FakeClock
+from tests.support.detect import (
     DetectProcess,
     canonical_readings,
     produce_readings,
@@ -23,13 +29,7 @@ from alerts.detect_testing import (
     scenario,
     simulate,
 )
-from alerts.model import DetectionEvent, DetectionKind
-from alerts.service import AlertService
-from alerts.testing import FakeClock
-from ingest.kafka_out import ensure_topics
-from ingest.testing import read_topic, topic_end_offsets
-from parkmon.contracts import Reading
-from parkmon.park import example_park_path, load_park
+from tests.support.ingest import read_topic, topic_end_offsets
 
 pytestmark = pytest.mark.integration
 

@@ -14,7 +14,10 @@ from collections import defaultdict
 
 import pytest
 
-from parkmon.edge_testing import (
+from parkmon.park import example_park_path, load_park
+from parkmon.units import to_canonical
+from simulators.scenarios import parse_scenario
+from tests.support.edge import (
     EdgeProcess,
     WebhookReceiver,
     drop_session,
@@ -23,9 +26,6 @@ from parkmon.edge_testing import (
     query_points,
     webhook_secret,
 )
-from parkmon.park import example_park_path, load_park
-from parkmon.units import to_canonical
-from simulators.scenarios import parse_scenario
 
 pytestmark = pytest.mark.integration
 

@@ -22,10 +22,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ingest.dedup import Deduplicator
-from ingest.testing import GatewayProcess, Publisher, park_yaml, read_topic, unique
 from ingest.validate import Limits, Validator
 from parkmon.contracts import Reason, kafka_deadletter_topic, kafka_readings_topic, mqtt_topic
 from parkmon.park import load_park
+from tests.support.ingest import GatewayProcess, Publisher, park_yaml, read_topic, unique
 
 pytestmark = pytest.mark.integration
 
@@ -512,7 +512,7 @@ def _tls_broker(tmp: Path) -> tuple[Any, int, Path]:
     import getpass
     import subprocess
 
-    from ingest.testing import free_port
+    from tests.support.ingest import free_port
 
     def run(*args: str) -> None:
         subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=tmp)

@@ -11,7 +11,7 @@ import pytest
 
 from parkmon.contracts import kafka_readings_topic
 from streams.app import ensure_topics
-from streams.testing import WorkerProcess, produce, query_windows, wait_for
+from tests.support.streams import WorkerProcess, produce, query_windows, wait_for
 
 pytestmark = pytest.mark.integration
 

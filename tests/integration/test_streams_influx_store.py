@@ -11,7 +11,7 @@ import pytest
 from streams.core.points import PointSpec
 from streams.influx_setup import ensure_long_term, run_task_now
 from streams.influx_sink import InfluxSink
-from streams.testing import wait_for
+from tests.support.streams import wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -18,8 +18,8 @@ from alerts.delivery.webhook import Endpoint, PayloadFormat
 from alerts.lifecycle import LifecycleConfig, Silence
 from alerts.model import DetectionEvent, DetectionKind
 from alerts.service import AlertService, AlertServiceConfig
-from alerts.testing import FakeClock, toy_park, toy_park_data
 from parkmon.errors import PayloadError
+from tests.support.alerts import FakeClock, toy_park, toy_park_data
 
 pytestmark = pytest.mark.unit
 
@@ -204,7 +204,7 @@ def test_unknown_exchange_is_a_payload_error_and_changes_nothing(tmp_path, clock
 
 
 def test_detector_events_are_accepted_through_the_adapter(tmp_path, clock) -> None:
-    import alerts.detect.events as events
+    import detect.events as events
     sink = Sink()
     svc = make(tmp_path, clock, sink)
     svc.handle(events.SupplyDrop(exchange="steam", start_ms=clock() - 60 * S, detected_ms=clock(),

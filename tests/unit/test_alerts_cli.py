@@ -11,8 +11,8 @@ import yaml
 
 from alerts.cli import AlertsSettings, EndpointSpec, build_endpoints, main, secret_env_name
 from alerts.model import DetectionEvent, DetectionKind
-from alerts.testing import toy_park_data
 from parkmon.errors import ConfigError
+from tests.support.alerts import toy_park_data
 
 pytestmark = pytest.mark.unit
 
@@ -76,7 +76,7 @@ def test_silence_commands_reach_the_running_service(tmp_path, capsys) -> None:
     import time
 
     from alerts.service import AlertService
-    from alerts.testing import FakeClock, toy_park
+    from tests.support.alerts import FakeClock, toy_park
 
     db = tmp_path / "a.sqlite"
     clock = FakeClock(int(time.time() * 1000))

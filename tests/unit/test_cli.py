@@ -1,6 +1,6 @@
 import pytest
 
-from parkmon import cli
+from apps import cli
 
 pytestmark = pytest.mark.unit
 

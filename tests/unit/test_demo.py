@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from parkmon import demo
+from apps import demo
 
 pytestmark = pytest.mark.unit
 

@@ -7,9 +7,9 @@ import math
 import numpy as np
 import pytest
 
-from alerts.detect.baseline import RobustLevel, SeasonalBaseline, SeasonalProfile
-from alerts.detect.config import DetectorConfig
-from alerts.detect.drop import DropDetector
+from detect.baseline import RobustLevel, SeasonalBaseline, SeasonalProfile
+from detect.config import DetectorConfig
+from detect.drop import DropDetector
 
 pytestmark = pytest.mark.unit
 

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from alerts.detect.buffer import deficit_hours, linear_trend, project_exhaustion
+from detect.buffer import deficit_hours, linear_trend, project_exhaustion
 
 pytestmark = pytest.mark.unit
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from alerts.detect_worker import DetectSettings, detect_deadletter_topic, main
-from parkmon.cli import COMMANDS
+from apps.cli import COMMANDS
+from detect.worker import DetectSettings, detect_deadletter_topic, main
 
 pytestmark = pytest.mark.unit
 
@@ -27,7 +27,7 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 
 def test_registered_as_a_parkmon_subcommand() -> None:
-    assert COMMANDS["detect"][0] == "alerts.detect_worker:main"
+    assert COMMANDS["detect"][0] == "detect.worker:main"
 
 
 def test_no_park_file(capsys: pytest.CaptureFixture[str]) -> None:

@@ -11,13 +11,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from alerts.detect.events import DataQuality, SupplyDrop
-from alerts.detect_core import DetectCore, Record, load_checkpoint, save_checkpoint
-from alerts.detect_testing import canonical_readings, scenario, simulate
 from alerts.model import DetectionKind
-from alerts.testing import toy_park
+from detect.core import DetectCore, Record, load_checkpoint, save_checkpoint
+from detect.events import DataQuality, SupplyDrop
 from parkmon.contracts import Reading
 from parkmon.park import example_park_path, load_park
+from tests.support.alerts import toy_park
+from tests.support.detect import canonical_readings, scenario, simulate
 
 pytestmark = pytest.mark.unit
 
@@ -200,7 +200,7 @@ def test_detection_events_convert_data_quality_too():
 
 
 def test_live_rates_of_rate_and_counter_meters():
-    from alerts.detect_core import LiveRates
+    from detect.core import LiveRates
 
     lr = LiveRates({"c": "counter", "r": "rate"}, max_gap_ms=600_000)
     lr.observe("r", T0, 7.0)
@@ -222,7 +222,7 @@ def test_supply_events_carry_the_live_output_of_in_park_alternatives(tmp_path: P
     """District heat trips: the utility's heat pump output (an in-park alternative) is live, so
     the alert service ranks it by its live spare capacity, not the park file's figure alone."""
     from alerts.service import AlertService
-    from alerts.testing import FakeClock
+    from tests.support.alerts import FakeClock
 
     sims, labels = simulate(_KB, scenario(
         [{"kind": "trip", "exchange": "district_heat", "at": "150m", "duration": "30m"}],

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from alerts.detect.crosscheck import Verdict, cross_check, suspect_meter
+from detect.crosscheck import Verdict, cross_check, suspect_meter
 
 pytestmark = pytest.mark.unit
 

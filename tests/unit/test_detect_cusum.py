@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from alerts.detect.cusum import LowerCusum, siegmund_arl0, threshold_for_arl
-from alerts.detect.page_hinkley import PageHinkleyDrop
+from detect.cusum import LowerCusum, siegmund_arl0, threshold_for_arl
+from detect.page_hinkley import PageHinkleyDrop
 
 pytestmark = pytest.mark.unit
 

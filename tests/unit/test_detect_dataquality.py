@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from alerts.detect.config import DetectorConfig
-from alerts.detect.dataquality import MeterHealth
-from alerts.detect.rates import CounterRate
+from detect.config import DetectorConfig
+from detect.dataquality import MeterHealth
+from detect.rates import CounterRate
 
 pytestmark = pytest.mark.unit
 

@@ -7,7 +7,7 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
-from alerts.detect import (
+from detect import (
     DataQuality,
     DetectorConfig,
     ExchangeMonitor,
@@ -17,7 +17,7 @@ from alerts.detect import (
     SupplyDecline,
     SupplyDrop,
 )
-from alerts.detect.events import Event, to_detection_event
+from detect.events import Event, to_detection_event
 
 pytestmark = pytest.mark.unit
 
@@ -173,7 +173,7 @@ def test_events_convert_to_the_alert_service_contract():
 def test_park_monitor_round_trips_through_pickle_and_carries_on_identically():
     import pickle
 
-    from alerts.detect import ParkMonitor
+    from detect import ParkMonitor
     from parkmon.park import example_park_path, load_park
 
     park = load_park(example_park_path("kalundborg"))

@@ -10,10 +10,10 @@ import time
 
 import pytest
 
-from parkmon.edge_service import EdgeService, EdgeSettings
-from parkmon.edge_testing import fleet_messages, reference_pipeline
+from apps.edge.service import EdgeService, EdgeSettings
 from parkmon.park import example_park_path, load_park
 from simulators.scenarios import parse_scenario
+from tests.support.edge import fleet_messages, reference_pipeline
 
 pytestmark = pytest.mark.unit
 

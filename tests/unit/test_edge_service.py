@@ -10,12 +10,12 @@ import time
 
 import pytest
 
-from parkmon.edge import EdgePipeline
-from parkmon.edge_service import BufferSink, EdgeService, EdgeSettings, Watermark
-from parkmon.edge_testing import fleet_messages, reference_pipeline, reference_points
+from apps.edge.pipeline import EdgePipeline
+from apps.edge.service import BufferSink, EdgeService, EdgeSettings, Watermark
 from parkmon.errors import SinkError
 from parkmon.park import example_park_path, load_park
 from simulators.scenarios import parse_scenario
+from tests.support.edge import fleet_messages, reference_pipeline, reference_points
 
 pytestmark = pytest.mark.unit
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from alerts.evaluate import (
+from detect.evaluate import (
     DETECTOR,
     SIM_T0_MS,
     STATIC,
@@ -20,8 +20,8 @@ from alerts.evaluate import (
     restrict,
     run_sim,
 )
-from alerts.scoring import score_category
-from alerts.synthetic import default_scenarios
+from detect.scoring import score_category
+from detect.synthetic import default_scenarios
 from parkmon.park import Park, example_park_path, load_park
 
 pytestmark = pytest.mark.unit

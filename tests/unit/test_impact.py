@@ -23,7 +23,7 @@ from __future__ import annotations
 import pytest
 
 from alerts.impact import MS_PER_H, ImpactAnalyzer
-from alerts.testing import toy_park, toy_park_data
+from tests.support.alerts import toy_park, toy_park_data
 
 pytestmark = pytest.mark.unit
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from alerts.delivery.outbox import DEAD, DELIVERED, PENDING, NewMessage, Outbox, webhook_id
-from alerts.testing import FakeClock
+from tests.support.alerts import FakeClock
 
 pytestmark = pytest.mark.unit
 

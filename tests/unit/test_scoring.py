@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from alerts.scoring import (
+from detect.scoring import (
     AlertRecord,
     Label,
     dq_classified,

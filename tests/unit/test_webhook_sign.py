@@ -19,7 +19,7 @@ from alerts.delivery.webhook import (
     WebhookSender,
     parse_retry_after,
 )
-from alerts.testing import FakeClock
+from tests.support.alerts import FakeClock
 
 pytestmark = pytest.mark.unit
 

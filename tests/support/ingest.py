@@ -74,7 +74,7 @@ class GatewayProcess:
         if profile_to is not None:
             cmd += ["-m", "pyinstrument", "-o", str(profile_to), "-r", "text",
                     "--show-all"]
-        cmd += ["-m", "parkmon.cli", "gateway", "--park", str(self.park_file),
+        cmd += ["-m", "apps.cli", "gateway", "--park", str(self.park_file),
                 "--metrics-port", str(self.metrics_port)]
         log = open(self.log_file, "ab")
         try:

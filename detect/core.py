@@ -1,6 +1,6 @@
 """The detectors on a partitioned readings stream: pure, no I/O, wall clock injected.
 
-`DetectCore` is what `parkmon detect` (alerts/detect_worker.py) runs between its Kafka consumer and
+`DetectCore` is what `parkmon detect` (detect/worker.py) runs between its Kafka consumer and
 producer. It wraps one `ParkMonitor` (every detector of the park) and adds what a partitioned log
 needs:
 
@@ -40,9 +40,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from alerts.detect.events import SupplyDecline, SupplyDrop, to_detection_event
-from alerts.detect.park_monitor import ParkMonitor
 from alerts.model import DetectionEvent
+from detect.events import SupplyDecline, SupplyDrop, to_detection_event
+from detect.park_monitor import ParkMonitor
 from parkmon.contracts import Reading, Reason
 
 CHECKPOINT_VERSION = 1

@@ -15,11 +15,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "gateway": ("ingest.cli:main", "run the MQTT -> Kafka ingest gateway"),
     "streams": ("streams.cli:main", "run the Faust KPI worker (streams worker)"),
     "alerts": ("alerts.cli:main", "run the alert service (detection follow-up, webhook delivery)"),
-    "detect": ("alerts.detect_worker:main", "run the detectors on the readings topic and publish detection events"),
-    "evaluate": ("alerts.evaluate:main", "score the detectors on labelled scenarios"),
+    "detect": ("detect.worker:main", "run the detectors on the readings topic and publish detection events"),
+    "evaluate": ("detect.evaluate:main", "score the detectors on labelled scenarios"),
     "services": ("parkmon.devservices.cli:main", "install/start/stop local Mosquitto, Kafka, InfluxDB"),
-    "demo": ("parkmon.demo:main", "run the whole monitor in one process on an embedded park"),
-    "edge": ("parkmon.edge_service:main", "run the whole monitor in one process on live MQTT, writing to InfluxDB"),
+    "demo": ("apps.demo:main", "run the whole monitor in one process on an embedded park"),
+    "edge": ("apps.edge.service:main", "run the whole monitor in one process on live MQTT, writing to InfluxDB"),
 }
 
 

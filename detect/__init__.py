@@ -1,6 +1,6 @@
 """Detection of supply drops and data-quality problems per symbiotic exchange. Pure core, no I/O.
 
-    from alerts.detect import ExchangeMonitor, ParkMonitor, SupplyDrop, SupplyDecline, ...
+    from detect import ExchangeMonitor, ParkMonitor, SupplyDrop, SupplyDecline, ...
 
 One small module per piece: baseline (seasonal profile x robust level), cusum / page_hinkley
 (sequential change detection), buffer (when a consumer's buffer runs out), dataquality (silent,
@@ -9,8 +9,8 @@ windows), drop (one side's detector), exchange (all of it per exchange), park_mo
 See docs/detection.md.
 """
 
-from alerts.detect.config import DetectorConfig
-from alerts.detect.events import (
+from detect.config import DetectorConfig
+from detect.events import (
     DataQuality,
     Event,
     Resolved,
@@ -19,9 +19,9 @@ from alerts.detect.events import (
     event_ts,
     to_detection_event,
 )
-from alerts.detect.exchange import ExchangeMonitor, MeterSpec, maintenance_windows
-from alerts.detect.park_monitor import ParkMonitor
-from alerts.detect.suppression import PlannedWindow
+from detect.exchange import ExchangeMonitor, MeterSpec, maintenance_windows
+from detect.park_monitor import ParkMonitor
+from detect.suppression import PlannedWindow
 
 __all__ = [
     "DataQuality", "DetectorConfig", "Event", "ExchangeMonitor", "MeterSpec", "ParkMonitor",

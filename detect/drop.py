@@ -18,9 +18,9 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from alerts.detect.baseline import RobustLevel, SeasonalBaseline
-from alerts.detect.config import DetectorConfig
-from alerts.detect.cusum import LowerCusum, threshold_for_arl
+from detect.baseline import RobustLevel, SeasonalBaseline
+from detect.config import DetectorConfig
+from detect.cusum import LowerCusum, threshold_for_arl
 
 
 @dataclass(frozen=True, slots=True)

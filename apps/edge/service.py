@@ -270,7 +270,7 @@ class CheckpointStore:
 
 def detector_code_version() -> str:
     """Hash of the detector sources: a pickled ParkMonitor is restored only by the same code."""
-    import alerts.detect as pkg
+    import detect as pkg
 
     h = hashlib.sha256()
     for p in sorted(Path(pkg.__file__).parent.glob("*.py")):
@@ -384,8 +384,8 @@ class EdgeService:
                  now_ms: Callable[[], int] = wall_ms) -> None:
         """point_writer: object with write(points) (default: streams.influx_sink.InfluxSink on
         PARKMON_INFLUX_*). alert_service: an AlertService (default: built from PARKMON_ALERTS_*)."""
+        from apps.edge.pipeline import EdgePipeline
         from ingest.validate import Limits
-        from parkmon.edge import EdgePipeline
 
         self.park = park
         self.s = settings or EdgeSettings()

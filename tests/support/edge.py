@@ -168,7 +168,7 @@ def reference_pipeline(park: Any, messages: list[FleetMessage], *, final_ms: int
                        **kw: Any) -> Any:
     """The same messages through one uninterrupted in-process EdgePipeline (no alerts), then
     event time advanced to `final_ms`. Returns the pipeline (windows, kpis)."""
-    from parkmon.edge import EdgePipeline
+    from apps.edge.pipeline import EdgePipeline
 
     def now() -> int:
         return time.time_ns() // 1_000_000
@@ -244,7 +244,7 @@ class EdgeProcess:
         fh.write(f"--- start {self.starts}\n".encode())
         fh.flush()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "parkmon.cli", "edge", "--park", self.park_file],
+            [sys.executable, "-m", "apps.cli", "edge", "--park", self.park_file],
             env=self.env, stdout=fh, stderr=subprocess.STDOUT)
         fh.close()
 

@@ -66,7 +66,7 @@ class WorkerProcess:
     def __init__(self, park_id: str, bootstrap: str, influx_url: str, influx_org: str,
                  influx_bucket: str, influx_token: str, log_path: Path, *,
                  app_id: str | None = None, extra: list[str] | None = None) -> None:
-        self.args = [sys.executable, "-m", "parkmon.cli", "streams", "worker",
+        self.args = [sys.executable, "-m", "apps.cli", "streams", "worker",
                      "--park-id", park_id, "--bootstrap", bootstrap,
                      "--influx-url", influx_url, "--influx-org", influx_org,
                      "--influx-bucket", influx_bucket, "--loglevel", "info",

@@ -26,14 +26,14 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from alerts.detect.buffer import deficit_hours, linear_trend, project_exhaustion
-from alerts.detect.config import DetectorConfig
-from alerts.detect.crosscheck import Verdict, cross_check, suspect_meter
-from alerts.detect.dataquality import MeterHealth, Transition
-from alerts.detect.drop import DropDetector, SideStep
-from alerts.detect.events import DataQuality, Event, Resolved, SupplyDecline, SupplyDrop
-from alerts.detect.rates import CounterRate
-from alerts.detect.suppression import PlannedWindow, Suppressor
+from detect.buffer import deficit_hours, linear_trend, project_exhaustion
+from detect.config import DetectorConfig
+from detect.crosscheck import Verdict, cross_check, suspect_meter
+from detect.dataquality import MeterHealth, Transition
+from detect.drop import DropDetector, SideStep
+from detect.events import DataQuality, Event, Resolved, SupplyDecline, SupplyDrop
+from detect.rates import CounterRate
+from detect.suppression import PlannedWindow, Suppressor
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,7 +1,7 @@
 """`parkmon detect --park FILE`: the detectors on the readings topic, detection events to the alerts
 topic. Runs until SIGTERM/SIGINT.
 
-    parkmon.<park>.readings  --(ParkMonitor, alerts/detect_core.py)-->  parkmon.<park>.alerts
+    parkmon.<park>.readings  --(ParkMonitor, detect/core.py)-->  parkmon.<park>.alerts
                                                                    \\-> parkmon.<park>.detect-deadletter
 
 Per poll batch: readings are fed to the detectors in event-time order, the detectors are ticked with
@@ -43,7 +43,7 @@ from typing import Any
 from pydantic import ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from alerts.detect_core import (
+from detect.core import (
     BatchResult,
     DeadLetter,
     DetectCore,

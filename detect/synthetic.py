@@ -27,8 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from alerts.detect.suppression import PlannedWindow
-from alerts.scoring import Label
+from detect.scoring import Label
+from detect.suppression import PlannedWindow
 
 HOUR_MS = 3_600_000
 DAY_MS = 86_400_000

@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from alerts.scoring import Label
-from alerts.synthetic import HOUR_MS, buffer_exhaustion_ms
+from detect.scoring import Label
+from detect.synthetic import HOUR_MS, buffer_exhaustion_ms
 
 SUPPLY = {"step_drop": "supply_drop", "trip": "supply_drop", "gradual_decline": "supply_decline",
           "intermittent": "supply_drop"}

@@ -59,7 +59,7 @@ def _fmt_ts(ts_ms: int) -> str:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from alerts.service import AlertService
-    from parkmon.edge import EdgePipeline
+    from apps.edge.pipeline import EdgePipeline
     from parkmon.park import example_park_path, load_park
     from simulators.fleet import run_scenario
     from simulators.scenarios import load_scenario, scenario_path
@@ -257,7 +257,7 @@ def main(argv: list[str]) -> int:
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(summary, indent=2, default=str))
     if args.report:
-        from parkmon.report import write_report
+        from apps.report import write_report
 
         write_report(Path(args.report), summary)
         print(f"report: {Path(args.report).resolve()}")

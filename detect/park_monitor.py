@@ -12,11 +12,11 @@ import math
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from alerts.detect.config import DetectorConfig
-from alerts.detect.dataquality import MeterHealth
-from alerts.detect.events import DataQuality, Event, Resolved
-from alerts.detect.exchange import ExchangeMonitor, maintenance_windows
-from alerts.detect.suppression import PlannedWindow
+from detect.config import DetectorConfig
+from detect.dataquality import MeterHealth
+from detect.events import DataQuality, Event, Resolved
+from detect.exchange import ExchangeMonitor, maintenance_windows
+from detect.suppression import PlannedWindow
 
 
 class ParkMonitor:

@@ -15,8 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from alerts.detect.park_monitor import ParkMonitor
 from alerts.lifecycle import Notification
+from detect.park_monitor import ParkMonitor
 from ingest.dedup import Deduplicator
 from ingest.validate import Limits, Validator
 from streams.core.engine import KpiEngine, KpiResult

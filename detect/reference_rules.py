@@ -19,8 +19,8 @@ from collections import deque
 from collections.abc import Iterable
 from typing import Any
 
-from alerts.detect.rates import CounterRate
-from alerts.detect.suppression import PlannedWindow, Suppressor
+from detect.rates import CounterRate
+from detect.suppression import PlannedWindow, Suppressor
 
 RuleEvent = tuple[str, str, int]  # (exchange, "fire" | "resolve", ts_ms)
 

@@ -10,11 +10,11 @@ run in-process by the simulator's Fleet with every meter sampled every `--period
 one run of `--normal-days` of normal operation (no scenario: only natural events such as counter
 resets). `--generate` first writes `--event-runs` random scenarios (supply drops, trips, gradual
 declines, meter outages) into DIR. With `--internal`, the small numpy generator of
-alerts/synthetic.py is used instead of the simulator (`*.scenario.json`; its set includes the
+detect/synthetic.py is used instead of the simulator (`*.scenario.json`; its set includes the
 normal-operation run, declared maintenance and planned changes, and one-sample glitches).
 
 The readings a gateway would accept (canonical units) go through alerts.detect.ParkMonitor, the
-StaticThreshold and the TrailingMean rules (alerts/baselines.py); every alert is matched to the
+StaticThreshold and the TrailingMean rules (detect/reference_rules.py); every alert is matched to the
 labels by alerts.scoring and the figures are printed side by side, with the issue's goals.
 """
 
@@ -30,8 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from alerts.baselines import StaticThreshold, TrailingMean
-from alerts.detect import (
+from detect import (
     DataQuality,
     DetectorConfig,
     ParkMonitor,
@@ -40,7 +39,8 @@ from alerts.detect import (
     SupplyDrop,
     maintenance_windows,
 )
-from alerts.scoring import (
+from detect.reference_rules import StaticThreshold, TrailingMean
+from detect.scoring import (
     AlertRecord,
     CategoryScore,
     Label,
@@ -48,8 +48,8 @@ from alerts.scoring import (
     percentile,
     score_category,
 )
-from alerts.simrun import random_scenario, sim_labels, sim_readings
-from alerts.synthetic import (
+from detect.simrun import random_scenario, sim_labels, sim_readings
+from detect.synthetic import (
     DAY_MS,
     HOUR_MS,
     ScenarioSpec,
@@ -385,7 +385,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--generate", action="store_true",
                     help="first write --event-runs random scenarios into DIR")
     ap.add_argument("--internal", action="store_true",
-                    help="with --generate: use the internal numpy generator (alerts/synthetic.py) "
+                    help="with --generate: use the internal numpy generator (detect/synthetic.py) "
                          "instead of the simulator")
     ap.add_argument("--park", default="kalundborg", help="example park name or park file path")
     ap.add_argument("--normal-days", type=float, default=30.0,

@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 from collections import deque
 
-from alerts.detect.config import DetectorConfig
+from detect.config import DetectorConfig
 
 Transition = tuple[str, bool, int]  # (kind, True = begins / False = ends, since_ms)
 

@@ -1,4 +1,4 @@
-"""Test helpers for `parkmon detect` against the real services (shipped like ingest/testing.py):
+"""Test helpers for `parkmon detect` against the real services (shipped like tests/support/ingest.py):
 
 - `scenario(...)`: a short labelled scenario (a trip or data-quality faults at chosen times);
 - `canonical_readings(park, scenario, start_ms)`: the simulator's payloads turned into canonical
@@ -73,7 +73,7 @@ def produce_readings(bootstrap: str, topic: str, readings: list[Reading],
 
 
 def read_events(bootstrap: str, topic: str) -> list[DetectionEvent]:
-    from ingest.testing import read_topic
+    from tests.support.ingest import read_topic
 
     return [DetectionEvent.from_json(v) for _k, v in read_topic(bootstrap, topic, timeout_s=30)]
 
@@ -83,7 +83,7 @@ class DetectProcess:
 
     def __init__(self, park_file: Path, bootstrap: str, log_path: Path,
                  env: dict[str, str] | None = None) -> None:
-        self.args = [sys.executable, "-m", "parkmon.cli", "detect", "--park", str(park_file)]
+        self.args = [sys.executable, "-m", "apps.cli", "detect", "--park", str(park_file)]
         base = {k: v for k, v in os.environ.items() if not k.startswith("PARKMON_")}
         self.env = {**base, "PARKMON_KAFKA_BOOTSTRAP": bootstrap, "PYTHONPATH": str(REPO_ROOT),
                     "PYTHONUNBUFFERED": "1", "PARKMON_DETECT_METRICS_PORT": "0", **(env or {})}
