@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import pickle
 import queue
 import threading
 import time
@@ -57,6 +56,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ingest.dedup import Deduplicator
+from parkmon import state
 from parkmon.config import GatewaySettings, InfluxSettings, MqttSettings
 from parkmon.errors import ParkmonError
 from streams.core.points import PointSpec
@@ -220,7 +220,7 @@ class CheckpointStore:
 
     @staticmethod
     def _blob(v: Any) -> bytes:
-        return pickle.dumps(v, protocol=pickle.HIGHEST_PROTOCOL)
+        return state.dumps(v, "edge-checkpoint-row")
 
     def save(self, parts: CheckpointParts) -> int:
         """Write one checkpoint atomically; returns the bytes written."""
@@ -248,7 +248,8 @@ class CheckpointStore:
 
     def load(self) -> dict[str, Any] | None:
         """The last checkpoint as {meta..., "meters", "dedup", "kpi_windows"}, or None."""
-        meta = {str(k): pickle.loads(v)  # noqa: S301 - our own local state file
+        where = str(self.path)
+        meta = {str(k): state.loads(v, "edge-checkpoint-row", f"{where} (meta {k})")
                 for k, v in self._db.execute("SELECT k, v FROM meta")}
         if not meta:
             return None
@@ -256,11 +257,12 @@ class CheckpointStore:
             raise ParkmonError(f"{self.path}: not an edge checkpoint of format "
                                f"{CHECKPOINT_FORMAT}")
         rows = self._db.execute
-        meta["meters"] = {str(k): pickle.loads(v)  # noqa: S301
+        row = "edge-checkpoint-row"
+        meta["meters"] = {str(k): state.loads(v, row, f"{where} (meter {k})")
                           for k, v in rows("SELECT k, v FROM meter_state")}
-        meta["dedup"] = {str(k): pickle.loads(v)  # noqa: S301
+        meta["dedup"] = {str(k): state.loads(v, row, f"{where} (dedup {k})")
                          for k, v in rows("SELECT k, v FROM dedup")}
-        meta["kpi_windows"] = {int(k): pickle.loads(v)  # noqa: S301
+        meta["kpi_windows"] = {int(k): state.loads(v, row, f"{where} (KPI window {k})")
                                for k, v in rows("SELECT k, v FROM kpi_window")}
         return meta
 
@@ -269,7 +271,7 @@ class CheckpointStore:
 
 
 def detector_code_version() -> str:
-    """Hash of the detector sources: a pickled ParkMonitor is restored only by the same code."""
+    """Hash of the detector sources: a stored ParkMonitor is restored only by the same code."""
     import detect as pkg
 
     h = hashlib.sha256()
@@ -524,7 +526,8 @@ class EdgeService:
         restored_detectors = False
         if doc.get("detector_version") == self._detector_version and doc.get("monitor"):
             try:
-                self.pipe.monitor = pickle.loads(doc["monitor"])  # noqa: S301 - own state file
+                self.pipe.monitor = state.loads(doc["monitor"], "park-monitor",
+                                               f"{self.store.path} (detectors)")
                 restored_detectors = True
             except Exception as exc:  # noqa: BLE001 - fall back to re-learning
                 log.warning("detector state not restored (%s): detectors re-learn", exc)
@@ -559,7 +562,7 @@ class EdgeService:
         meta = {"format": CHECKPOINT_FORMAT, "park": self.park.id, "seq": seq,
                 "written_ms": self.now_ms(), "pipeline": small,
                 "windows_meta": eng.windows.meta_state(), "kpis_meta": eng.kpis.meta_state(),
-                "monitor": pickle.dumps(pipe.monitor, protocol=pickle.HIGHEST_PROTOCOL),
+                "monitor": state.dumps(pipe.monitor, "park-monitor"),
                 "detector_version": self._detector_version, "watermark_ms": self.wm.value,
                 "last_advance_wm": self._last_advance_wm,
                 # what this checkpoint acknowledges next (and what may not be acknowledged yet):
