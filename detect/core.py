@@ -18,7 +18,7 @@ needs:
 - a record the detectors cannot take (not a reading, or a detector raising on it) becomes a
   `DeadLetter`, never an exception;
 - `checkpoint()` / `restore()`: the detectors' state together with the next offset of every
-  partition it covers, as one pickle written atomically (`save_checkpoint`, `load_checkpoint`).
+  partition it covers, as one versioned JSON state document (parkmon/state.py) written atomically (`save_checkpoint`, `load_checkpoint`).
 
 Supply events carry `live_rates`: the current output rates of the exchange's in-park alternative
 suppliers (so the alert service ranks alternatives by live spare capacity, not only the park
@@ -32,7 +32,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import pickle
 import tempfile
 import traceback
 from collections.abc import Callable, Iterable
@@ -43,6 +42,7 @@ from typing import Any
 from alerts.model import DetectionEvent
 from detect.events import SupplyDecline, SupplyDrop, to_detection_event
 from detect.park_monitor import ParkMonitor
+from parkmon import state
 from parkmon.contracts import Reading, Reason
 
 CHECKPOINT_VERSION = 1
@@ -285,7 +285,7 @@ def save_checkpoint(path: str | Path, data: dict[str, Any]) -> int:
     """Write atomically (temporary file in the same directory, fsync, rename); returns its size."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    blob = pickle.dumps(data, protocol=pickle.HIGHEST_PROTOCOL)
+    blob = state.dumps(data, "detect-checkpoint")
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
@@ -310,8 +310,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any] | None:
     path = Path(path)
     if not path.exists():
         return None
-    with open(path, "rb") as fh:
-        data = pickle.load(fh)  # noqa: S301 - our own state file
+    data = state.loads(path.read_bytes(), "detect-checkpoint", str(path))
     if not isinstance(data, dict):
         raise ValueError(f"{path}: not a detect checkpoint")
     return data

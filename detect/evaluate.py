@@ -13,7 +13,7 @@ declines, meter outages) into DIR. With `--internal`, the small numpy generator 
 detect/synthetic.py is used instead of the simulator (`*.scenario.json`; its set includes the
 normal-operation run, declared maintenance and planned changes, and one-sample glitches).
 
-The readings a gateway would accept (canonical units) go through alerts.detect.ParkMonitor, the
+The readings a gateway would accept (canonical units) go through detect.ParkMonitor, the
 StaticThreshold and the TrailingMean rules (detect/reference_rules.py); every alert is matched to the
 labels by alerts.scoring and the figures are printed side by side, with the issue's goals.
 """

@@ -15,7 +15,7 @@ not shared through a consumer group; the group id (default `parkmon-detect-<park
 offsets are committed. Run exactly one per park (a second one would emit the same events twice;
 they are deduplicated by event id, but it doubles the work).
 
-Detector state: with PARKMON_DETECT_CHECKPOINT=FILE the detectors are pickled to FILE every
+Detector state: with PARKMON_DETECT_CHECKPOINT=FILE the detectors are written (versioned JSON, parkmon/state.py) to FILE every
 PARKMON_DETECT_CHECKPOINT_INTERVAL_S together with the offsets they cover (atomic write), and a
 restart resumes from there (seeking to those offsets). Without a checkpoint (or with one written for
 another park file) the worker starts from the group's committed offsets with fresh detectors, which

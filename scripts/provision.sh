@@ -63,8 +63,8 @@ fi
 
 # ---- services -----------------------------------------------------------------------------------
 log "building / fetching services (cached in ${PARKMON_CACHE:-$HOME/.cache/parkmon})"
-"$PY" -m parkmon.cli services build
+"$PY" -m apps.cli services build
 if ((UP)); then
-  "$PY" -m parkmon.cli services up
+  "$PY" -m apps.cli services up
 fi
 log "provisioned in $(($(date +%s) - t_start)) s"

@@ -150,7 +150,7 @@ class EdgePipeline:
     def snapshot(self) -> dict[str, Any]:
         """Plain data (JSON-able) of the state every later result depends on: windows and
         indicators, deduplication memory, counter baselines, window results waiting for the next
-        indicator update. Not included: the detectors (`monitor`, see parkmon.edge_service) and
+        indicator update. Not included: the detectors (`monitor`, see apps.edge.service) and
         the alert lifecycle (the AlertService keeps its own durable outbox)."""
         snap = self.snapshot_small()
         snap["engine"] = self.engine.snapshot()

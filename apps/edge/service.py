@@ -41,337 +41,32 @@ unacknowledged messages than that arrive (then the pauses were the devices', not
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import pickle
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-from pydantic_settings import BaseSettings, SettingsConfigDict
-
-from ingest.dedup import Deduplicator
+from apps.edge.checkpoint import (  # noqa: F401
+    CheckpointParts,
+    CheckpointStats,
+    CheckpointStore,
+    detector_code_version,
+)
+from apps.edge.intake import TrackingDeduplicator, Watermark, _Acking, _Msg, message_digest  # noqa: F401
+from apps.edge.metrics import EdgeMetrics, _PipelineCollector  # noqa: F401
+from apps.edge.settings import CHECKPOINT_FILE, CHECKPOINT_FORMAT, EdgeSettings, wall_ms  # noqa: F401
+from apps.edge.sinks import BufferSink  # noqa: F401
+from parkmon import state
 from parkmon.config import GatewaySettings, InfluxSettings, MqttSettings
 from parkmon.errors import ParkmonError
 from streams.core.points import PointSpec
 
 log = logging.getLogger("parkmon.edge")
 
-CHECKPOINT_FILE = "edge-state.sqlite"
-CHECKPOINT_FORMAT = 1
-
-
-def wall_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
-class EdgeSettings(BaseSettings):
-    """Settings of `parkmon edge` (env prefix PARKMON_EDGE_). MQTT and InfluxDB connections come
-    from PARKMON_MQTT_* / PARKMON_INFLUX_*, webhooks from PARKMON_ALERTS_* (docs/edge-mode.md)."""
-
-    model_config = SettingsConfigDict(env_prefix="PARKMON_EDGE_", frozen=True)
-
-    park_file: str | None = None
-    state_dir: str = "parkmon-edge-state"  # checkpoint + alert outbox (unless PARKMON_ALERTS_DB)
-    checkpoint_messages: int = 80  # <= the broker's max_inflight_messages (dev broker: 100)
-    checkpoint_interval_s: float = 2.0
-    stall_s: float = 0.2  # a pause this long with unacknowledged messages: checkpoint now
-    watermark_lag_ms: int = 10_000
-    idle_after_s: float = 30.0
-    idle_clock_rate: float = 1.0  # event ms per wall ms while idle (tests / accelerated replays)
-    tick_interval_s: float = 1.0  # wall-clock tick: detectors, alert groups, idle watermark
-    advance_every_ms: int = 10_000  # event-time step between pipeline advances
-    base_window_ms: int = 60_000
-    grace_ms: int = 120_000
-    dedup_per_meter: int = 2_048
-    max_payload_bytes: int = 1_048_576
-    max_future_ms: int = 5 * 60_000
-    max_past_ms: int = 7 * 24 * 3_600_000
-    counter_reset_fraction: float = 0.05
-    influx_alerts: bool = True  # alert annotations in InfluxDB (measurement `alerts`)
-    influx_max_retry_s: float = 30.0
-    metrics_host: str = "127.0.0.1"
-    metrics_port: int = 9110  # /metrics and /healthz; 0 picks a free port, -1 disables
-    keepalive_s: int = 30
-    log_level: str = "INFO"
-
 
 # -- pieces --------------------------------------------------------------------------------------
-class BufferSink:
-    """The pipeline's point sink: keeps the last point per series and timestamp until `take`."""
-
-    def __init__(self) -> None:
-        self._points: dict[tuple[str, tuple[tuple[str, str], ...], int], PointSpec] = {}
-
-    def write(self, points: list[PointSpec]) -> None:
-        for p in points:
-            self._points[p.series_key] = p
-
-    def take(self) -> list[PointSpec]:
-        pts = list(self._points.values())
-        self._points = {}
-        return pts
-
-    def put_back(self, points: Iterable[PointSpec]) -> None:
-        """Return points whose write failed; newer points of the same series win."""
-        for p in points:
-            self._points.setdefault(p.series_key, p)
-
-    def __len__(self) -> int:
-        return len(self._points)
-
-
-@dataclass
-class Watermark:
-    """Event time of the edge process: readings drive it, the wall clock takes over when idle."""
-
-    lag_ms: int
-    idle_after_ms: int
-    idle_rate: float = 1.0
-    event_max_ms: int | None = None
-    progress_wall_ms: int = 0
-    value: int | None = None
-
-    def observe(self, event_max_ms: int | None, wall: int) -> None:
-        if event_max_ms is not None and (self.event_max_ms is None
-                                         or event_max_ms > self.event_max_ms):
-            self.event_max_ms = event_max_ms
-            self.progress_wall_ms = wall
-
-    def hold(self, wall: int) -> None:
-        """Restart the idle timer (at start-up, after a reconnect)."""
-        self.progress_wall_ms = wall
-
-    def at(self, wall: int, may_idle: bool = True) -> int | None:
-        if self.event_max_ms is None:
-            return self.value
-        wm = self.event_max_ms - self.lag_ms
-        idle = wall - self.progress_wall_ms
-        if may_idle and idle >= self.idle_after_ms:
-            # idling never takes event time past the wall clock
-            wm = max(wm, min(self.event_max_ms - self.lag_ms + int(idle * self.idle_rate),
-                             wall - self.lag_ms))
-        if self.value is None or wm > self.value:
-            self.value = wm
-        return self.value
-
-
-class TrackingDeduplicator(Deduplicator):
-    """A Deduplicator that remembers which meters' keys changed since `take_dirty`."""
-
-    __slots__ = ("dirty",)
-
-    def __init__(self, per_meter: int = 65_536) -> None:
-        super().__init__(per_meter)
-        self.dirty: set[str] = set()
-
-    def seen_or_add(self, meter: str, key: int) -> bool:
-        dup = super().seen_or_add(meter, key)
-        if not dup:
-            self.dirty.add(meter)
-        return dup
-
-    def keys_of(self, meter: str) -> list[int]:
-        m = self._meters.get(meter)
-        return [] if m is None else list(m.order)
-
-    def take_dirty(self) -> set[str]:
-        d, self.dirty = self.dirty, set()
-        return d
-
-
-@dataclass
-class CheckpointParts:
-    """What one checkpoint writes: the small state whole, the large state only where it changed."""
-
-    meta: dict[str, Any]
-    meters: dict[str, Any]  # window state per meter (changed meters)
-    dedup: dict[str, list[int]]  # dedup keys per meter (changed meters)
-    kpi_windows: dict[int, Any]  # indicator base windows (changed ones)
-    kpi_windows_gone: set[int]  # expired base windows
-
-
-class CheckpointStore:
-    """The checkpoint in one SQLite database, each checkpoint one transaction (atomic, durable:
-    WAL with synchronous=FULL). Rows: `meta` (small state, detectors), `meter_state` and `dedup`
-    per meter, `kpi_window` per indicator base window; a checkpoint rewrites only the rows that
-    changed since the previous one, so its cost follows the traffic, not the park's history."""
-
-    def __init__(self, state_dir: str | Path) -> None:
-        import sqlite3
-
-        self.dir = Path(state_dir)
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self.path = self.dir / CHECKPOINT_FILE
-        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        for table, key in (("meta", "k TEXT"), ("meter_state", "k TEXT"), ("dedup", "k TEXT"),
-                           ("kpi_window", "k INTEGER")):
-            self._db.execute(f"CREATE TABLE IF NOT EXISTS {table} ({key} PRIMARY KEY, v BLOB)")
-        self.kpi_windows_stored: set[int] = {
-            int(r[0]) for r in self._db.execute("SELECT k FROM kpi_window")}
-
-    @staticmethod
-    def _blob(v: Any) -> bytes:
-        return pickle.dumps(v, protocol=pickle.HIGHEST_PROTOCOL)
-
-    def save(self, parts: CheckpointParts) -> int:
-        """Write one checkpoint atomically; returns the bytes written."""
-        b = self._blob
-        rows_meta = [(k, b(v)) for k, v in parts.meta.items()]
-        rows_m = [(k, b(v)) for k, v in parts.meters.items()]
-        rows_d = [(k, b(v)) for k, v in parts.dedup.items()]
-        rows_k = [(int(k), b(v)) for k, v in parts.kpi_windows.items()]
-        gone = sorted(parts.kpi_windows_gone & self.kpi_windows_stored)
-        db = self._db
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", rows_meta)
-            db.executemany("INSERT OR REPLACE INTO meter_state VALUES (?, ?)", rows_m)
-            db.executemany("INSERT OR REPLACE INTO dedup VALUES (?, ?)", rows_d)
-            db.executemany("INSERT OR REPLACE INTO kpi_window VALUES (?, ?)", rows_k)
-            db.executemany("DELETE FROM kpi_window WHERE k = ?", [(w,) for w in gone])
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        self.kpi_windows_stored.update(k for k, _ in rows_k)
-        self.kpi_windows_stored.difference_update(gone)
-        return sum(len(v) for rows in (rows_meta, rows_m, rows_d, rows_k) for _, v in rows)
-
-    def load(self) -> dict[str, Any] | None:
-        """The last checkpoint as {meta..., "meters", "dedup", "kpi_windows"}, or None."""
-        meta = {str(k): pickle.loads(v)  # noqa: S301 - our own local state file
-                for k, v in self._db.execute("SELECT k, v FROM meta")}
-        if not meta:
-            return None
-        if meta.get("format") != CHECKPOINT_FORMAT:
-            raise ParkmonError(f"{self.path}: not an edge checkpoint of format "
-                               f"{CHECKPOINT_FORMAT}")
-        rows = self._db.execute
-        meta["meters"] = {str(k): pickle.loads(v)  # noqa: S301
-                          for k, v in rows("SELECT k, v FROM meter_state")}
-        meta["dedup"] = {str(k): pickle.loads(v)  # noqa: S301
-                         for k, v in rows("SELECT k, v FROM dedup")}
-        meta["kpi_windows"] = {int(k): pickle.loads(v)  # noqa: S301
-                               for k, v in rows("SELECT k, v FROM kpi_window")}
-        return meta
-
-    def close(self) -> None:
-        self._db.close()
-
-
-def detector_code_version() -> str:
-    """Hash of the detector sources: a pickled ParkMonitor is restored only by the same code."""
-    import detect as pkg
-
-    h = hashlib.sha256()
-    for p in sorted(Path(pkg.__file__).parent.glob("*.py")):
-        h.update(p.name.encode())
-        h.update(p.read_bytes())
-    return h.hexdigest()[:16]
-
-
-@dataclass
-class _Msg:
-    topic: str
-    payload: bytes
-    mid: int
-    qos: int
-    generation: int
-    superseded: bool = False  # its redelivery on a newer connection takes over the ack
-
-
-def message_digest(topic: str, payload: bytes) -> bytes:
-    """Identity of an MQTT message for recognising the broker's redelivery of it."""
-    h = hashlib.blake2b(digest_size=16)
-    h.update(topic.encode())
-    h.update(b"\0")
-    h.update(payload)
-    return h.digest()
-
-
-@dataclass
-class _Acking:
-    mid: int
-    generation: int
-    digest: bytes
-
-
-@dataclass
-class CheckpointStats:
-    count: int = 0
-    seq: int = 0
-    restored_seq: int | None = None
-    restored_detectors: bool = False
-    last_wall_ms: int | None = None
-    last_bytes: int = 0
-    points_written: int = 0
-    messages_acked: int = 0
-    influx_failures: int = 0
-    last_error: str | None = None
-    learned_inflight: int | None = None
-    stall_streak: list[int] = field(default_factory=list)
-
-
-class EdgeMetrics:
-    def __init__(self, service: EdgeService) -> None:
-        r = self.registry = CollectorRegistry()
-        p = "parkmon_edge_"
-        self.checkpoints = Counter(p + "checkpoints", "checkpoints taken", registry=r)
-        self.checkpoint_seconds = Histogram(
-            p + "checkpoint_seconds", "InfluxDB write + state persist + ack of one checkpoint",
-            registry=r, buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 30))
-        self.points_written = Counter(p + "points_written", "points written to InfluxDB",
-                                      registry=r)
-        self.messages_acked = Counter(p + "messages_acked",
-                                      "MQTT messages acknowledged after a checkpoint", registry=r)
-        self.influx_failures = Counter(p + "influx_failures",
-                                       "checkpoints that failed to write to InfluxDB", registry=r)
-        self.unacked = Gauge(p + "unacked_messages", "MQTT messages fed, not yet acknowledged",
-                             registry=r)
-        self.mqtt_connected = Gauge(p + "mqtt_connected", "1 while connected to the broker",
-                                    registry=r)
-        self.watermark = Gauge(p + "watermark_ms", "event-time watermark (epoch ms)", registry=r)
-        r.register(_PipelineCollector(service))
-
-
-class _PipelineCollector:
-    """The pipeline's own counters (restored with a checkpoint), read at scrape time."""
-
-    def __init__(self, service: EdgeService) -> None:
-        self._svc = service
-
-    def describe(self) -> list[Any]:
-        return []
-
-    def collect(self) -> Iterable[Any]:
-        view = self._svc.stats_view
-        p = "parkmon_edge_"
-        for name, help_text in (("messages", "MQTT messages fed to the pipeline"),
-                                ("readings", "readings received"),
-                                ("accepted", "readings accepted (valid, not duplicates)"),
-                                ("duplicates", "readings recognised as duplicates"),
-                                ("late_beyond_grace", "readings later than the grace period"),
-                                ("window_results", "meter window results (incl. corrections)"),
-                                ("kpi_results", "indicator results"),
-                                ("detector_events", "detector events"),
-                                ("notifications", "alert notifications")):
-            yield CounterMetricFamily(p + name, help_text, value=view.get(name, 0))
-        rej = CounterMetricFamily(p + "rejected", "readings rejected, by reason",
-                                  labels=["reason"])
-        for reason, n in sorted(view.get("rejected", {}).items()):
-            rej.add_metric([reason], n)
-        yield rej
-        yield GaugeMetricFamily(p + "queue", "MQTT messages received, not yet fed",
-                                value=self._svc.inbox.qsize())
 
 
 # -- the service ---------------------------------------------------------------------------------
@@ -524,7 +219,8 @@ class EdgeService:
         restored_detectors = False
         if doc.get("detector_version") == self._detector_version and doc.get("monitor"):
             try:
-                self.pipe.monitor = pickle.loads(doc["monitor"])  # noqa: S301 - own state file
+                self.pipe.monitor = state.loads(doc["monitor"], "park-monitor",
+                                               f"{self.store.path} (detectors)")
                 restored_detectors = True
             except Exception as exc:  # noqa: BLE001 - fall back to re-learning
                 log.warning("detector state not restored (%s): detectors re-learn", exc)
@@ -559,7 +255,7 @@ class EdgeService:
         meta = {"format": CHECKPOINT_FORMAT, "park": self.park.id, "seq": seq,
                 "written_ms": self.now_ms(), "pipeline": small,
                 "windows_meta": eng.windows.meta_state(), "kpis_meta": eng.kpis.meta_state(),
-                "monitor": pickle.dumps(pipe.monitor, protocol=pickle.HIGHEST_PROTOCOL),
+                "monitor": state.dumps(pipe.monitor, "park-monitor"),
                 "detector_version": self._detector_version, "watermark_ms": self.wm.value,
                 "last_advance_wm": self._last_advance_wm,
                 # what this checkpoint acknowledges next (and what may not be acknowledged yet):

@@ -4,7 +4,7 @@
   while incidents fire and resolve: afterwards every notification is delivered, in order, each
   signature verifies with the standardwebhooks library, each webhook-id once;
 - kill -9 of `parkmon alerts` with undelivered notifications: delivered after restart, once per id;
-- one supplier trip (detected by alerts.detect from synthetic readings) -> one grouped notification
+- one supplier trip (detected by detect from synthetic readings) -> one grouped notification
   listing every affected consumer; a silent meter -> a data-quality alert only.
 
 Events reach the service through its JSON-lines source (`--events-file --follow`); the Kafka source
@@ -244,7 +244,7 @@ def test_kill_minus_9_with_undelivered_alerts_then_restart(h: Harness) -> None:
 
 
 def detector_events(trip: bool, silent_meter: str | None) -> list[DetectionEvent]:
-    """Run the real detectors (alerts.detect.ParkMonitor) over synthetic 10 s readings of the toy
+    """Run the real detectors (detect.ParkMonitor) over synthetic 10 s readings of the toy
     park: normal operation long enough for the detectors' warm-up, then the power station trips
     and/or a meter falls silent, then 40 minutes more."""
     import detect as detect

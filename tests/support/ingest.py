@@ -42,7 +42,7 @@ def unique(prefix: str) -> str:
 
 @dataclass
 class GatewayProcess:
-    """`parkmon gateway` as its own process (python -m parkmon.cli gateway ...)."""
+    """`parkmon gateway` as its own process (python -m apps.cli gateway ...)."""
 
     park_file: Path
     mqtt_host: str

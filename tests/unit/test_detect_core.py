@@ -24,6 +24,14 @@ pytestmark = pytest.mark.unit
 T0 = 1_790_000_000_000 - 1_790_000_000_000 % 60_000
 
 
+@pytest.fixture(autouse=True)
+def _fake_monitor_is_storable(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The state format restores only parkmon's own classes; this module's fake counts as one."""
+    from parkmon import state
+
+    monkeypatch.setattr(state, "OWN_PACKAGES", (*state.OWN_PACKAGES, __name__.split(".")[0]))
+
+
 class FakeMonitor:
     """Records what it is fed; raises on meter "boom"; emits a drop when fed value < 0."""
 

@@ -18,6 +18,7 @@ from detect import (
     SupplyDrop,
 )
 from detect.events import Event, to_detection_event
+from parkmon import state
 
 pytestmark = pytest.mark.unit
 
@@ -170,9 +171,7 @@ def test_events_convert_to_the_alert_service_contract():
     assert r.kind == "resolved" and r.resolves == "supply_drop"
 
 
-def test_park_monitor_round_trips_through_pickle_and_carries_on_identically():
-    import pickle
-
+def test_park_monitor_round_trips_through_the_state_format_and_carries_on_identically():
     from detect import ParkMonitor
     from parkmon.park import example_park_path, load_park
 
@@ -192,7 +191,9 @@ def test_park_monitor_round_trips_through_pickle_and_carries_on_identically():
         return out
 
     feed(mon, 0, 200, int(rng.integers(1000)))
-    copy = pickle.loads(pickle.dumps(mon))
+    blob = state.dumps(mon, "park-monitor")
+    assert b"pickle" not in blob and blob.startswith(b'{"format":"parkmon-state","version":1')
+    copy = state.loads(blob, "park-monitor")
     assert feed(copy, 200, 400, 5) == feed(mon, 200, 400, 5)
     assert copy.exchanges["steam"].status() == mon.exchanges["steam"].status()
 
