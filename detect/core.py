@@ -12,6 +12,13 @@ needs:
   minutes and back within one large batch would otherwise never be seen silent, and grid ticks
   keep the detection times (and so the event ids) independent of how the log was cut into
   batches;
+- readings later than the watermark wait in a **hold-back buffer** until the watermark passes
+  them: a partition read ahead of the others must not be fed past the event time the lagging
+  ones have reached, or a meter that fell silent in it would already be back before any tick
+  could see the silence (seen as an intermittent missed `silent` in the worker test when one
+  partition's records arrived in an earlier poll than the others'). The buffer is part of the
+  checkpoint; above `max_pending` readings the oldest are fed anyway (counted in
+  `counters.forced`), so a partition that never catches up cannot exhaust memory;
 - when the stream is idle (nothing read for `idle_after_ms` of wall time), the detectors are
   ticked with watermark + idle wall time, so a park whose whole feed stopped still gets its
   silent-meter alerts;
@@ -30,6 +37,7 @@ dropped by the alert service (`AlertService.handle` / outbox `seen_event`).
 from __future__ import annotations
 
 import hashlib
+import heapq
 import json
 import os
 import tempfile
@@ -81,6 +89,7 @@ class CoreCounters:
     events: int = 0
     ticks: int = 0
     idle_ticks: int = 0
+    forced: int = 0  # readings fed ahead of the watermark because the hold-back buffer was full
 
 
 def park_signature(park: Any) -> str:
@@ -143,7 +152,8 @@ def alternative_meters(park: Any) -> dict[str, list[str]]:
 
 class DetectCore:
     def __init__(self, park: Any, *, idle_after_ms: int = 60_000, tick_step_ms: int = 10_000,
-                 monitor_factory: Callable[[Any], Any] = ParkMonitor) -> None:
+                 monitor_factory: Callable[[Any], Any] = ParkMonitor,
+                 max_pending: int = 500_000) -> None:
         self.park_id = str(park.id)
         self.signature = park_signature(park)
         self.monitor: Any = monitor_factory(park)
@@ -158,6 +168,10 @@ class DetectCore:
         self.last_tick_ms: int | None = None
         self.counters = CoreCounters()
         self._last_record_wall: int | None = None
+        self.max_pending = max(0, max_pending)
+        # hold-back buffer: (ts_ms, meter, seq, value, record) of readings past the watermark
+        self.pending: list[tuple[int, str, int, float, Record]] = []
+        self._seq = 0
 
     # -- intake ---------------------------------------------------------------------------------
     def process(self, records: Iterable[Record],
@@ -167,7 +181,7 @@ class DetectCore:
         event time holds the watermark back), or a function giving them, called once the batch's
         offsets are taken into account."""
         out = BatchResult()
-        batch: list[tuple[int, str, float, Record]] = []
+        taken = 0
         for rec in records:
             self.counters.records += 1
             nxt = self.offsets.get(rec.partition, -1)
@@ -179,19 +193,35 @@ class DetectCore:
                                                            | UnicodeDecodeError) else Reason.SCHEMA
                 out.dead.append(DeadLetter(rec, str(reason), f"not a reading: {exc!r}"))
                 continue
-            batch.append((r.ts_ms, r.meter, r.value, rec))
+            heapq.heappush(self.pending, (r.ts_ms, r.meter, self._seq, r.value, rec))
+            self._seq += 1
+            taken += 1
             pm = self.part_max_ts.get(rec.partition)
             if pm is None or r.ts_ms > pm:
                 self.part_max_ts[rec.partition] = r.ts_ms
             if self.max_ts is None or r.ts_ms > self.max_ts:
                 self.max_ts = r.ts_ms
-        batch.sort(key=lambda b: (b[0], b[1]))
         wm = self.watermark(lagging() if callable(lagging) else lagging)
+        raw = self._release(wm, out)
+        if taken and wall_ms is not None:
+            self._last_record_wall = wall_ms
+        if wm is not None:
+            raw.extend(self._tick((wm // self.tick_step_ms) * self.tick_step_ms, out))
+        self._convert(raw, out)
+        return out
+
+    def _release(self, wm: int | None, out: BatchResult) -> list[Any]:
+        """Feed the held readings up to the watermark in event-time order (ts, meter), ticking on
+        the grid between them; above `max_pending` held, the oldest go in regardless."""
         step = self.tick_step_ms
         raw: list[Any] = []
-        for ts, meter, value, rec in batch:
-            if wm is not None:  # event time moves on inside a batch too: tick on a fixed grid
-                raw.extend(self._tick((min(ts, wm) // step) * step, out))
+        pend = self.pending
+        while pend and ((wm is not None and pend[0][0] <= wm) or len(pend) > self.max_pending):
+            ts, meter, _, value, rec = heapq.heappop(pend)
+            if wm is not None and ts <= wm:
+                raw.extend(self._tick((ts // step) * step, out))
+            else:
+                self.counters.forced += 1
             try:
                 raw.extend(self.monitor.observe(meter, ts, value))
             except Exception as exc:  # noqa: BLE001 - one bad reading never stops the stream
@@ -201,11 +231,16 @@ class DetectCore:
                 continue
             out.readings += 1
             self.live.observe(meter, ts, value)
-        if batch and wall_ms is not None:
-            self._last_record_wall = wall_ms
-        if wm is not None:
-            raw.extend(self._tick((wm // step) * step, out))
-        self._convert(raw, out)
+        return raw
+
+    def committable_offsets(self) -> dict[int, int]:
+        """Per partition, the offset a Kafka commit may name: the next to read, or the first held
+        reading when readings of that partition still wait in the hold-back buffer (a restart
+        without a checkpoint must read them again)."""
+        out = dict(self.offsets)
+        for _, _, _, _, rec in self.pending:
+            if rec.offset < out.get(rec.partition, rec.offset + 1):
+                out[rec.partition] = rec.offset
         return out
 
     def watermark(self, lagging: Iterable[int] = ()) -> int | None:
@@ -234,7 +269,8 @@ class DetectCore:
         if idle < self.idle_after_ms:
             return out
         base = self.watermark() or self.max_ts
-        raw = self._tick(base + idle, out)
+        raw = self._release(base, out)  # nothing more is coming: every held reading goes in
+        raw.extend(self._tick(base + idle, out))
         self.counters.idle_ticks += 1
         self._convert(raw, out)
         return out
@@ -263,7 +299,9 @@ class DetectCore:
         return {"v": CHECKPOINT_VERSION, "park": self.park_id, "signature": self.signature,
                 "topic": topic, "offsets": dict(self.offsets), "part_max_ts": dict(self.part_max_ts),
                 "max_ts": self.max_ts, "last_tick_ms": self.last_tick_ms, "monitor": self.monitor,
-                "live": self.live}
+                "live": self.live,
+                "pending": [(ts, m, v, r.partition, r.offset, r.value, r.key)
+                            for ts, m, _, v, r in sorted(self.pending)]}
 
     def restore(self, ckpt: dict[str, Any], topic: str) -> None:
         """Continue from `checkpoint()` data; raises ValueError when it is not for this park/topic."""
@@ -279,6 +317,11 @@ class DetectCore:
         self.max_ts = ckpt["max_ts"]
         self.last_tick_ms = ckpt["last_tick_ms"]
         self.live = ckpt.get("live", self.live)
+        self.pending = []
+        for i, (ts, m, v, part, off, value, key) in enumerate(ckpt.get("pending", ())):
+            self.pending.append((int(ts), str(m), i, float(v), Record(part, off, value, key)))
+        heapq.heapify(self.pending)
+        self._seq = len(self.pending)
 
 
 def save_checkpoint(path: str | Path, data: dict[str, Any]) -> int:

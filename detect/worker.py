@@ -263,12 +263,15 @@ class DetectWorker:
         wall = self.clock()
         if records:
             res = self.core.process(records, self._refresh_lagging, wall_ms=wall)
-        else:
-            self._refresh_lagging()
-            res = self.core.idle_tick(wall)
+        else:  # held readings the watermark now passes go in, then the idle clock may tick
+            res = self.core.process((), self._refresh_lagging)
+            idle = self.core.idle_tick(wall)
+            res.events += idle.events
+            res.dead += idle.dead
+            res.readings += idle.readings
+            res.ticked_to_ms = idle.ticked_to_ms or res.ticked_to_ms
         self._publish(res, wall)
-        if records:
-            self._commit()
+        self._commit()  # a no-op unless an offset moved
         self._housekeeping(wall)
         self.last_step_wall = wall
         return res
@@ -356,8 +359,8 @@ class DetectWorker:
     def _commit(self) -> None:
         from confluent_kafka import TopicPartition
 
-        offs = [TopicPartition(self.readings_topic, p, o) for p, o in self.core.offsets.items()
-                if self._committed.get(p) != o]
+        offs = [TopicPartition(self.readings_topic, p, o)
+                for p, o in self.core.committable_offsets().items() if self._committed.get(p) != o]
         if not offs:
             return
         self.consumer.commit(offsets=offs, asynchronous=False)
