@@ -49,16 +49,23 @@ from collections.abc import Callable
 from typing import Any
 
 from apps.edge.checkpoint import (  # noqa: F401
+    Checkpointing,
     CheckpointParts,
     CheckpointStats,
     CheckpointStore,
     detector_code_version,
 )
-from apps.edge.intake import TrackingDeduplicator, Watermark, _Acking, _Msg, message_digest  # noqa: F401
+from apps.edge.intake import (  # noqa: F401
+    IntakeLoop,
+    TrackingDeduplicator,
+    Watermark,
+    _Acking,
+    _Msg,
+    message_digest,
+)
 from apps.edge.metrics import EdgeMetrics, _PipelineCollector  # noqa: F401
 from apps.edge.settings import CHECKPOINT_FILE, CHECKPOINT_FORMAT, EdgeSettings, wall_ms  # noqa: F401
 from apps.edge.sinks import BufferSink  # noqa: F401
-from parkmon import state
 from parkmon.config import GatewaySettings, InfluxSettings, MqttSettings
 from parkmon.errors import ParkmonError
 from streams.core.points import PointSpec
@@ -70,7 +77,11 @@ log = logging.getLogger("parkmon.edge")
 
 
 # -- the service ---------------------------------------------------------------------------------
-class EdgeService:
+class EdgeService(IntakeLoop, Checkpointing):
+    """The edge service: construction, MQTT callbacks, health, start/stop. The main loop is
+    `IntakeLoop` (apps/edge/intake.py), checkpoints and restore are `Checkpointing`
+    (apps/edge/checkpoint.py)."""
+
     def __init__(self, park: Any, settings: EdgeSettings | None = None, *,
                  mqtt_settings: MqttSettings | None = None,
                  influx: InfluxSettings | None = None,
@@ -196,336 +207,6 @@ class EdgeService:
 
     def _on_connection(self, up: bool) -> None:
         self.metrics.mqtt_connected.set(1 if up else 0)
-
-    # -- checkpoints ---------------------------------------------------------------------------
-    def restore(self) -> bool:
-        doc = self.store.load()
-        if doc is None:
-            log.info("no checkpoint: starting empty", extra={"event": "fresh_start",
-                                                             "path": str(self.store.path)})
-            self._track_dedup({})
-            return False
-        if doc.get("park") != self.park.id:
-            raise ParkmonError(f"{self.store.path} is the checkpoint of park {doc.get('park')!r}, "
-                               f"not {self.park.id!r}; use another PARKMON_EDGE_STATE_DIR")
-        pipeline = dict(doc["pipeline"])
-        pipeline["engine"] = {
-            "windows": {**doc["windows_meta"], "meters": doc["meters"]},
-            "kpis": {"meta": doc["kpis_meta"],
-                     "windows": {str(w): d for w, d in doc["kpi_windows"].items()}}}
-        pipeline["dedup"] = doc["dedup"]
-        self.pipe.restore(pipeline)
-        self._track_dedup(doc["dedup"])
-        restored_detectors = False
-        if doc.get("detector_version") == self._detector_version and doc.get("monitor"):
-            try:
-                self.pipe.monitor = state.loads(doc["monitor"], "park-monitor",
-                                               f"{self.store.path} (detectors)")
-                restored_detectors = True
-            except Exception as exc:  # noqa: BLE001 - fall back to re-learning
-                log.warning("detector state not restored (%s): detectors re-learn", exc)
-        else:
-            log.warning("detector code changed since the checkpoint: detectors re-learn",
-                        extra={"event": "detectors_reset"})
-        self.wm.value = doc.get("watermark_ms")
-        self.wm.event_max_ms = self.pipe.max_ts_ms
-        self.wm.hold(self.now_ms())
-        # generation 0: older than any connection of this process
-        self._unconfirmed = {int(mid): (0, bytes(dig))
-                             for mid, dig in doc.get("in_state_unacked", [])}
-        self._last_advance_wm = doc.get("last_advance_wm")
-        self.cp.seq = self.cp.restored_seq = int(doc["seq"])
-        self.cp.restored_detectors = restored_detectors
-        self._refresh_stats()
-        log.info("checkpoint restored", extra={
-            "event": "restored", "seq": self.cp.seq, "written_ms": doc.get("written_ms"),
-            "watermark_ms": self.wm.value, "detectors": restored_detectors,
-            "readings": self.pipe.counters.readings})
-        return True
-
-    def _track_dedup(self, snap: dict[str, list[int]]) -> None:
-        self.pipe.dedup = TrackingDeduplicator.from_snapshot(snap, self.s.dedup_per_meter)
-
-    def _parts(self, seq: int, acking: list[_Acking]) -> CheckpointParts:
-        """The checkpoint's content: small state whole, large state where it changed."""
-        pipe = self.pipe
-        eng = pipe.engine
-        dedup = pipe.dedup
-        small = pipe.snapshot_small()
-        meta = {"format": CHECKPOINT_FORMAT, "park": self.park.id, "seq": seq,
-                "written_ms": self.now_ms(), "pipeline": small,
-                "windows_meta": eng.windows.meta_state(), "kpis_meta": eng.kpis.meta_state(),
-                "monitor": state.dumps(pipe.monitor, "park-monitor"),
-                "detector_version": self._detector_version, "watermark_ms": self.wm.value,
-                "last_advance_wm": self._last_advance_wm,
-                # what this checkpoint acknowledges next (and what may not be acknowledged yet):
-                # after a kill -9 the broker may redeliver any of it, already in this state
-                "in_state_unacked": [
-                    (mid, dig) for mid, (_gen, dig) in
-                    {**self._unconfirmed, **self._recent_acked,
-                     **{a.mid: (a.generation, a.digest) for a in acking}}.items()]}
-        meters = {m: eng.windows.meter_state(m) for m in eng.windows.take_dirty()}
-        dd = dedup.take_dirty() if isinstance(dedup, TrackingDeduplicator) else set()
-        kpi_dirty = eng.kpis.take_dirty()
-        kpi_windows = {w: st for w in kpi_dirty if (st := eng.kpis.window_state(w)) is not None}
-        gone = self.store.kpi_windows_stored - set(eng.kpis.base)
-        keys = {m: dedup.keys_of(m) for m in dd} if isinstance(dedup, TrackingDeduplicator) \
-            else {}
-        return CheckpointParts(meta, {m: v for m, v in meters.items() if v is not None}, keys,
-                               kpi_windows, gone)
-
-    def checkpoint(self, reason: str) -> bool:
-        """Points to InfluxDB, then state to disk, then MQTT acks. False if InfluxDB failed."""
-        from parkmon.errors import SinkBackpressure, SinkError
-
-        if self._store_broken:
-            return False
-        t0 = time.perf_counter()
-        points = self._take_points()
-        try:
-            self.writer.write(points)
-        except (SinkError, SinkBackpressure) as exc:
-            self._retry_points = points
-            self.cp.influx_failures += 1
-            self.cp.last_error = str(exc)
-            self.metrics.influx_failures.inc()
-            self._influx_retry_at = self.now_ms() + 5_000
-            log.error("checkpoint postponed: InfluxDB write failed", extra={
-                "event": "influx_failed", "error": str(exc), "points": len(points),
-                "unacked": len(self.unacked)})
-            return False
-        self.cp.last_error = None
-        seq = self.cp.seq + 1
-        acking = [_Acking(m.mid, m.generation, message_digest(m.topic, m.payload))
-                  for m in self.unacked if m.qos and not m.superseded]
-        try:
-            size = self.store.save(self._parts(seq, acking))
-        except BaseException:
-            # the changed-rows bookkeeping is gone with this checkpoint: never write another one
-            # (nothing more is acknowledged; the next start restores the last good checkpoint)
-            self._store_broken = True
-            self.stop_event.set()
-            raise
-        # durable from here on: health and metrics report it only now
-        self.cp.seq = seq
-        acked = 0
-        recent = self._recent_acked
-        digest = {a.mid: a.digest for a in acking}
-        for msg in self.unacked:
-            if msg.superseded:
-                continue
-            if self.mqtt.ack(msg.mid, msg.qos, msg.generation):
-                acked += 1
-                if msg.qos:
-                    recent.pop(msg.mid, None)
-                    recent[msg.mid] = (msg.generation, digest[msg.mid])
-            elif msg.qos:
-                # connection lost (or a newer one): the broker redelivers it with this packet id
-                self._unconfirmed[msg.mid] = (msg.generation, digest[msg.mid])
-        for mid in list(recent)[:max(0, len(recent) - 2 * self.s.checkpoint_messages)]:
-            del recent[mid]  # bounded: only the latest acks can still be in flight
-        self.unacked = []
-        # keep memory bounded (windows / kpis were taken with the points)
-        self.pipe.events.clear()
-        self.pipe.notifications.clear()
-        self._changed = False
-        self._last_cp_wall = self.now_ms()
-        c = self.cp
-        c.count += 1
-        c.last_wall_ms = self._last_cp_wall
-        c.last_bytes = size
-        c.points_written += len(points)
-        c.messages_acked += acked
-        m = self.metrics
-        m.checkpoints.inc()
-        m.points_written.inc(len(points))
-        m.messages_acked.inc(acked)
-        m.unacked.set(0)
-        m.checkpoint_seconds.observe(time.perf_counter() - t0)
-        log.debug("checkpoint", extra={"event": "checkpoint", "seq": c.seq, "reason": reason,
-                                       "points": len(points), "acked": acked, "bytes": size})
-        return True
-
-    def _take_points(self) -> list[PointSpec]:
-        """Points of every window and indicator result since the last checkpoint (the latest
-        per key), plus those of a failed write (newer results of the same series win)."""
-        from streams.core.points import to_points
-
-        pipe = self.pipe
-        outs: list[Any] = [*pipe.windows.values(), *pipe.kpis.values()]
-        pipe.windows.clear()
-        pipe.kpis.clear()
-        points = to_points(self.park.id, outs)
-        if self._retry_points:
-            merged = {p.series_key: p for p in self._retry_points}
-            merged.update((p.series_key, p) for p in points)
-            points = list(merged.values())
-            self._retry_points = []
-        return points
-
-    def _checkpoint_limit(self) -> int:
-        lim = self.s.checkpoint_messages
-        if self.cp.learned_inflight is not None:
-            lim = min(lim, self.cp.learned_inflight)
-        return max(1, lim)
-
-    def _learn_stall(self, n: int) -> None:
-        """A pause with exactly the same number of unacknowledged messages twice in a row, below
-        our limit: the broker's in-flight limit. Checkpoint at it from now on."""
-        streak = self.cp.stall_streak
-        streak.append(n)
-        del streak[:-2]
-        if len(streak) == 2 and streak[0] == streak[1] and n < self._checkpoint_limit():
-            self.cp.learned_inflight = n
-            log.warning("broker in-flight limit appears to be %d messages (below "
-                        "PARKMON_EDGE_CHECKPOINT_MESSAGES=%d): checkpointing every %d messages",
-                        n, self.s.checkpoint_messages, n,
-                        extra={"event": "inflight_limit", "limit": n})
-
-    # -- main loop -------------------------------------------------------------------------------
-    def _subscribed(self) -> bool:
-        return bool(self.mqtt.connected and self.mqtt.subscribed.is_set())
-
-    def _input_live(self) -> bool:
-        """Subscribed on the connection the idle timer was restarted for: only then may a
-        silence be the devices' (never while disconnected or before a reconnect is noticed)."""
-        return (self._was_subscribed and self._subscribed()
-                and getattr(self.mqtt, "generation", 0) == self._sub_generation)
-
-    def _advance(self, wall: int, force: bool = False) -> None:
-        self.wm.observe(self.pipe.max_ts_ms, wall)
-        # idle only when the silence is the devices': not while messages wait in the inbox or for
-        # a checkpoint (the broker holds back once its in-flight window is full), nor while
-        # InfluxDB is failing
-        wm = self.wm.at(wall, may_idle=self._input_live() and self.inbox.empty()
-                        and not self.unacked and self.cp.last_error is None)
-        if wm is None:
-            return
-        due = self._last_advance_wm is None or wm - self._last_advance_wm >= \
-            self.s.advance_every_ms
-        if due or (force and wm != self._last_advance_wm):
-            self._last_advance_wm = wm
-            self.pipe.advance(wm)
-            self._changed = True
-        elif force and self.alerts is not None:
-            self.alerts.tick()
-        self.metrics.watermark.set(wm)
-
-    def _redelivery(self, m: _Msg) -> bool:
-        """True if `m` is the broker's redelivery of a message fed on an earlier connection and
-        not acknowledged there (the acknowledgement could not be sent): same packet id, topic and
-        payload. Its readings are in the pipeline state already; feeding it again would count
-        them twice (duplicates, and rejected readings, which have no idempotency key)."""
-        if not m.qos:
-            return False
-        dig: bytes | None = None
-        for table in (self._unconfirmed, self._recent_acked):
-            old = table.get(m.mid)
-            if old is None or old[0] >= m.generation:
-                continue
-            dig = dig or message_digest(m.topic, m.payload)
-            # matched, or the broker reused the id: the earlier message was acknowledged
-            del table[m.mid]
-            if old[1] == dig:
-                return True
-        if self.unacked and self.unacked[0].generation < m.generation:
-            # fed on the lost connection, waiting for the next checkpoint
-            for u in self.unacked:
-                if u.mid == m.mid and u.generation < m.generation and not u.superseded \
-                        and u.topic == m.topic and u.payload == m.payload:
-                    u.superseded = True
-                    return True
-        return False
-
-    def _feed(self, m: _Msg) -> None:
-        if self._redelivery(m):
-            # acknowledged with the next checkpoint, which persists the state holding it
-            self.redelivered_skipped += 1
-            self.unacked.append(m)
-            return
-        try:
-            self.pipe.feed(m.topic, m.payload)
-        except Exception as exc:  # a bug must not stop the service nor block the session
-            self.pipe.counters.rejected["processing_error"] += 1
-            log.exception("processing failed", extra={"event": "processing_error",
-                                                      "mqtt_topic": m.topic, "error": repr(exc)})
-        self.unacked.append(m)
-        self._changed = True
-
-    def step(self, timeout_s: float) -> None:
-        """One iteration: feed what arrived (up to the checkpoint limit), advance, checkpoint."""
-        wall = self.now_ms()
-        self._loop_alive_wall = wall
-        sub = self._subscribed()
-        gen = getattr(self.mqtt, "generation", 0)
-        if sub and (not self._was_subscribed or gen != self._sub_generation):
-            # the idle clock starts once the session's backlog can arrive (also after a
-            # disconnect and reconnect that both happened during one long step)
-            self.wm.hold(wall)
-            self._sub_generation = gen
-        self._was_subscribed = sub
-        fed = 0
-        late_before = self.pipe.counters.late_beyond_grace
-        limit = self._checkpoint_limit()
-        try:
-            m = self.inbox.get(timeout=timeout_s)
-        except queue.Empty:
-            m = None
-        while m is not None:
-            self._feed(m)
-            fed += 1
-            if len(self.unacked) >= limit:
-                break
-            try:
-                m = self.inbox.get_nowait()
-            except queue.Empty:
-                m = None
-        wall = self.now_ms()
-        self._log_late(self.pipe.counters.late_beyond_grace - late_before, wall)
-        if fed:
-            self._last_msg_wall = wall
-            self.wm.observe(self.pipe.max_ts_ms, wall)
-            self._advance(wall)
-        if wall - self._last_tick_wall >= self.s.tick_interval_s * 1000:
-            self._last_tick_wall = wall
-            self._advance(wall, force=True)
-            if self.delivery is not None and self.pipe.notifications:
-                self.delivery.wake()
-            self._refresh_stats()
-        self.metrics.unacked.set(len(self.unacked))
-        if wall < self._influx_retry_at:
-            return
-        n = len(self.unacked)
-        if n >= limit:
-            self.cp.stall_streak.clear()
-            learned = self.cp.learned_inflight
-            if learned is not None and n + self.inbox.qsize() > learned:
-                # the broker sent more unacknowledged messages than the learned limit: it was a
-                # pause of the devices, not the broker's window
-                self.cp.learned_inflight = None
-                log.info("in-flight limit %d forgotten: %d messages arrived unacknowledged",
-                         learned, n + self.inbox.qsize(), extra={"event": "inflight_limit_reset"})
-            self.checkpoint("messages")
-        elif n and wall - self._last_msg_wall >= self.s.stall_s * 1000:
-            self._learn_stall(n)
-            self.checkpoint("pause")
-        elif (self._changed or n or self._retry_points) and \
-                wall - self._last_cp_wall >= self.s.checkpoint_interval_s * 1000:
-            self.checkpoint("interval")
-
-    def _log_late(self, n: int, wall: int) -> None:
-        """Readings late beyond grace: a warning with an example, at most one every 10 s."""
-        self._late_unlogged += n
-        if not self._late_unlogged or wall - self._late_logged_wall < 10_000:
-            return
-        lr = self.pipe.last_late
-        log.warning("%d reading(s) late beyond grace (more than GRACE_MS behind the largest "
-                    "event time seen)", self._late_unlogged, extra={
-                        "event": "late", "count": self._late_unlogged,
-                        "meter": lr.meter if lr else None, "ts_ms": lr.ts_ms if lr else None,
-                        "max_ts_ms": self.pipe.max_ts_ms, "watermark_ms": self.wm.value})
-        self._late_unlogged = 0
-        self._late_logged_wall = wall
 
     def _refresh_stats(self) -> None:
         c = self.pipe.counters
