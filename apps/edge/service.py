@@ -48,24 +48,15 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from apps.edge.checkpoint import (  # noqa: F401
+from apps.edge.checkpoint import (
     Checkpointing,
-    CheckpointParts,
     CheckpointStats,
     CheckpointStore,
     detector_code_version,
 )
-from apps.edge.intake import (  # noqa: F401
-    IntakeLoop,
-    TrackingDeduplicator,
-    Watermark,
-    _Acking,
-    _Msg,
-    message_digest,
-)
-from apps.edge.metrics import EdgeMetrics, _PipelineCollector  # noqa: F401
-from apps.edge.settings import CHECKPOINT_FILE, CHECKPOINT_FORMAT, EdgeSettings, wall_ms  # noqa: F401
-from apps.edge.sinks import BufferSink  # noqa: F401
+from apps.edge.intake import IntakeLoop, Watermark, _Msg
+from apps.edge.metrics import EdgeMetrics
+from apps.edge.settings import EdgeSettings, wall_ms
 from parkmon.config import GatewaySettings, InfluxSettings, MqttSettings
 from parkmon.errors import ParkmonError
 from streams.core.points import PointSpec

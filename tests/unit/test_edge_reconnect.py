@@ -10,7 +10,8 @@ import time
 
 import pytest
 
-from apps.edge.service import EdgeService, EdgeSettings
+from apps.edge.service import EdgeService
+from apps.edge.settings import EdgeSettings
 from parkmon.park import example_park_path, load_park
 from simulators.scenarios import parse_scenario
 from tests.support.edge import fleet_messages, reference_pipeline

@@ -10,8 +10,11 @@ import time
 
 import pytest
 
+from apps.edge.intake import Watermark
 from apps.edge.pipeline import EdgePipeline
-from apps.edge.service import BufferSink, EdgeService, EdgeSettings, Watermark
+from apps.edge.service import EdgeService
+from apps.edge.settings import EdgeSettings
+from apps.edge.sinks import BufferSink
 from parkmon.errors import SinkError
 from parkmon.park import example_park_path, load_park
 from simulators.scenarios import parse_scenario
