@@ -177,9 +177,20 @@ def summarise(park: Any, pipe: Any, labels: list[Any], start_ms: int, end_ms: in
     park_circ = sorted((k.window_start_ms, k.values.get("material_circularity_ratio"),
                         k.values.get("symbiotic_exchange_share"))
                        for k in pipe.kpis.values() if k.scope == "park" and k.view == "1h")
+    sharing = getattr(park, "benefit_sharing", None)
+    benefit = None
+    if sharing is not None:
+        benefit = {"currency": sharing.currency, "rule": sharing.rule.kind,
+                   "chains": [c.id for c in sharing.chains],
+                   "enterprises": {k.split(":", 1)[1]: {
+                       "view": v["view"], "credited_savings": v.get("credited_savings"),
+                       "credited_avoided_t_co2e": v.get("credited_avoided_t_co2e")}
+                       for k, v in sorted(park_kpis.items()) if k.startswith("enterprise:")},
+                   "park_savings": park_kpis.get(f"park:{park.id}", {}).get("savings")}
     return {
         "park": park.id,
         "series": series,
+        "benefit": benefit,
         "park_kpi_1h": {"t": [_fmt_ts(t) for t, _a, _b in park_circ],
                         "material_circularity_ratio": [a for _t, a, _b in park_circ],
                         "symbiotic_exchange_share": [b for _t, _a, b in park_circ]},
@@ -231,6 +242,17 @@ def print_summary(s: dict[str, Any]) -> None:
             row.append("-" if v is None else fmt.format(v))
         t.add_row(*row)
     con.print(t)
+    b = s.get("benefit")
+    if b:
+        bt = Table(title=f"Benefit sharing ({b['rule']} by default; chains: "
+                         f"{', '.join(b['chains']) or 'none'}), {b['currency']}")
+        for col in ("enterprise", "view", f"savings credited, {b['currency']}",
+                    "avoided t CO2e credited"):
+            bt.add_column(col, justify="left" if col in ("enterprise", "view") else "right")
+        for ent, v in b["enterprises"].items():
+            bt.add_row(ent, v["view"], f"{v['credited_savings'] or 0:,.0f}",
+                       f"{v['credited_avoided_t_co2e'] or 0:,.2f}")
+        con.print(bt)
     con.print(f"[bold]notifications[/] ({len(s['notifications'])}):")
     for n in s["notifications"]:
         colour = "red" if n["status"] == "firing" else "green"

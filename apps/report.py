@@ -41,6 +41,26 @@ def write_report(path: Path, summary: dict[str, Any]) -> None:
                          height=420)
     parts.append(to_html(carbon, include_plotlyjs=False, full_html=False))
 
+    benefit_html = ""
+    b = summary.get("benefit")
+    if b:
+        bents = list(b["enterprises"])
+        bfig = go.Figure()
+        bfig.add_bar(name=f"Savings credited ({b['currency']})", x=bents,
+                     y=[b["enterprises"][e]["credited_savings"] for e in bents])
+        bfig.update_layout(title=f"Benefit sharing: savings credited per enterprise "
+                                 f"({b['currency']}, latest complete window)", height=380)
+        brows = "".join(
+            f"<tr><td>{html.escape(e)}</td><td>{v['credited_savings'] or 0:,.0f}</td>"
+            f"<td>{v['credited_avoided_t_co2e'] or 0:,.2f}</td></tr>"
+            for e, v in b["enterprises"].items())
+        benefit_html = (f"<h2>Benefit sharing</h2><p>Default rule {html.escape(b['rule'])}; "
+                        f"chains shared by the Shapley value: "
+                        f"{html.escape(', '.join(b['chains']) or 'none')}.</p>"
+                        f"<table id='benefit'><tr><th>enterprise</th><th>savings credited, "
+                        f"{html.escape(b['currency'])}</th><th>avoided t CO2e credited</th></tr>"
+                        f"{brows}</table>"
+                        + to_html(bfig, include_plotlyjs=False, full_html=False))
     rows = []
     for n in summary["notifications"]:
         for a in n["alerts"]:
@@ -71,6 +91,7 @@ duplicates {summary['duplicates']}, rejected {sum(summary['rejected'].values())}
 {''.join(rows) or '<tr><td colspan=5>no alerts</td></tr>'}</table>
 <h2>Symbiotic flows and indicators</h2>
 {''.join(parts)}
+{benefit_html}
 </body></html>
 """
     path.write_text(doc)

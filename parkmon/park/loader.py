@@ -47,6 +47,7 @@ from parkmon.park.model import (
     Profile,
     Scope,
 )
+from parkmon.park.sharing import AllocationError, BenefitSharing, SharingRule
 from parkmon.units import (
     CANONICAL_QUANTITY,
     UnitError,
@@ -113,6 +114,13 @@ class _ExchangeSpec(_Spec):
     criticality: Criticality = "medium"
     since: int | None = None
     source: str | None = None
+    virgin_price: float = Field(default=0.0, ge=0.0)
+    disposal_price: float = Field(default=0.0, ge=0.0)
+    sharing: SharingRule | None = Field(default=None, discriminator="kind")
+
+
+class _BenefitSpec(BenefitSharing):
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=False)
 
 
 class _AlternativeSpec(_Spec):
@@ -161,9 +169,10 @@ class _ParkFile(_Spec):
     emission_factors: dict[Carrier, _EmissionFactorSpec] = {}
     maintenance: list[_MaintenanceSpec] = []
     products: list[_ProductSpec] = []
+    benefit_sharing: _BenefitSpec | None = None
 
 
-_SECTIONS: dict[str, type[_Spec]] = {
+_SECTIONS: dict[str, type[BaseModel]] = {
     "park": _ParkHeader,
     "enterprises": _EnterpriseSpec,
     "meters": _MeterSpec,
@@ -172,6 +181,7 @@ _SECTIONS: dict[str, type[_Spec]] = {
     "emission_factors": _EmissionFactorSpec,
     "maintenance": _MaintenanceSpec,
     "products": _ProductSpec,
+    "benefit_sharing": _BenefitSpec,
 }
 
 
@@ -224,7 +234,7 @@ _FATE_CODES = ("; Waste Framework Directive operations: recycling = reuse and R2
                "energy_recovery = R1, disposal = D1-D15")
 
 
-def _model_at(loc: tuple[Any, ...]) -> type[_Spec] | None:
+def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
     if not loc:
         return _ParkFile
     if isinstance(loc[0], str) and loc[0] in _SECTIONS:
@@ -308,9 +318,10 @@ def _validate_sections(data: Mapping[str, Any], problems: list[str]) -> dict[str
         if raw is None:
             if required:
                 problems.append(f"{name}: required section missing")
-            out[name] = None if name == "park" else ({} if name == "emission_factors" else [])
+            out[name] = None if name in ("park", "benefit_sharing") else (
+                {} if name == "emission_factors" else [])
             continue
-        if name == "park":
+        if name in ("park", "benefit_sharing"):
             out[name] = _validate_one(model, raw, (name,), problems)
         elif name == "emission_factors":
             if not isinstance(raw, dict):
@@ -336,12 +347,16 @@ def _validate_sections(data: Mapping[str, Any], problems: list[str]) -> dict[str
     return out
 
 
-def _validate_one(model: type[_Spec], raw: Any, loc: tuple[Any, ...], problems: list[str]) -> Any:
+def _validate_one(model: type[BaseModel], raw: Any, loc: tuple[Any, ...],
+                  problems: list[str]) -> Any:
     if not isinstance(raw, dict):
         problems.append(f"{_path(loc)}: expected a mapping, got {_short(raw)}")
         return None
     try:
         return model.model_validate(raw)
+    except AllocationError as exc:  # a sharing rule's own check (shares that do not sum to 1)
+        problems.extend(f"{_path(loc)}: {exc.source}: {p}" for p in exc.problems)
+        return None
     except ValidationError as exc:
         seen: set[str] = set()
         for err in exc.errors():
@@ -566,13 +581,19 @@ def _cross_check(spec: dict[str, Any], problems: list[str], declared_ids: list[s
         seen_products.add(pr.meter)
         products.append(Product(meter=pr.meter, enterprise=m.enterprise, name=pr.name))
 
+    benefit = spec.get("benefit_sharing")
+    if benefit is not None or any(x.sharing is not None for x in exchanges):
+        _check_benefit(benefit, exchanges, ex_index, meters, problems)
+
     if header is None or problems:
         return None
     return Park(
         id=header.id, name=header.name, timezone=header.timezone, source=header.source,
         enterprises=tuple(enterprises), meters=tuple(meters.values()),
         exchanges=tuple(exchanges), alternatives=tuple(alternatives),
-        emission_factors=factors, maintenance=tuple(maintenance), products=tuple(products))
+        emission_factors=factors, maintenance=tuple(maintenance), products=tuple(products),
+        benefit_sharing=None if benefit is None else BenefitSharing.model_validate(
+            benefit.model_dump()))
 
 
 def _check_meter(i: int, m: _MeterSpec, ent_index: dict[str, int], ent_ids: list[str],
@@ -764,4 +785,57 @@ def _check_exchange(i: int, x: _ExchangeSpec, meter_ref: Any, used_by: dict[str,
         suppliers=tuple(x.suppliers), consumers=tuple(x.consumers),
         consumer_shares=tuple(shares), nominal_rate=q.value,
         quantity_unit=CANONICAL_QUANTITY[dim], dimension=dim, loss_fraction=x.loss_fraction,
-        buffer_h=x.buffer_h, criticality=x.criticality, since=x.since, source=x.source)
+        buffer_h=x.buffer_h, criticality=x.criticality, since=x.since, source=x.source,
+        virgin_price=x.virgin_price, disposal_price=x.disposal_price, sharing=x.sharing)
+
+
+def exchange_parties(x: Exchange, meters: Mapping[str, Meter]) -> list[str]:
+    """The enterprises of an exchange: its suppliers' then its consumers', each once."""
+    out: list[str] = []
+    for mid in (*x.suppliers, *x.consumers):
+        m = meters.get(mid)
+        if m is not None and m.enterprise not in out:
+            out.append(m.enterprise)
+    return out
+
+
+def _check_benefit(benefit: BenefitSharing | None, exchanges: list[Exchange],
+                   ex_index: dict[str, int], meters: Mapping[str, Meter],
+                   problems: list[str]) -> None:
+    by_id = {x.id: x for x in exchanges}
+    if benefit is None:
+        for x in exchanges:
+            if x.sharing is not None:
+                problems.append(f"exchanges[{ex_index[x.id]}].sharing: declared without a "
+                                "benefit_sharing section; add `benefit_sharing: {currency: EUR}` "
+                                "(its default rule is proportional)")
+        return
+    rules: list[tuple[str, Any, list[str]]] = [
+        (f"exchanges[{ex_index[x.id]}].sharing", x.sharing, exchange_parties(x, meters))
+        for x in exchanges if x.sharing is not None]
+    in_chain: dict[str, str] = {}
+    for i, c in enumerate(benefit.chains):
+        loc = f"benefit_sharing.chains[{i}]"
+        for j, xid in enumerate(c.exchanges):
+            if xid not in by_id:
+                problems.append(f"{loc}.exchanges[{j}]: no exchange {xid!r}; exchanges are: "
+                                f"{_close_ids(list(by_id))}")
+            elif xid in in_chain:
+                problems.append(f"{loc}.exchanges[{j}]: exchange {xid!r} is already in chain "
+                                f"{in_chain[xid]!r}; an exchange is shared in one chain at most")
+            else:
+                in_chain[xid] = c.id
+                if by_id[xid].sharing is not None:
+                    problems.append(f"exchanges[{ex_index[xid]}].sharing: exchange {xid!r} is "
+                                    f"shared in chain {c.id!r} (Shapley over the chain); remove "
+                                    "its own rule")
+    for loc, rule, parties in rules:
+        shares = getattr(rule, "shares", None)
+        if shares is not None and set(shares) != set(parties):
+            problems.append(f"{loc}.shares: declared for {sorted(shares)} but the exchange's "
+                            f"partners are {parties}; declare one share per partner")
+    default_shares = getattr(benefit.rule, "shares", None)
+    if default_shares is not None:
+        problems.append("benefit_sharing.rule: a fixed-shares rule names enterprises, so it "
+                        "cannot be the park-wide default; declare it per exchange "
+                        "(exchanges[i].sharing) and use proportional or shapley here")

@@ -12,6 +12,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from parkmon.park.sharing import BenefitSharing, SharingRule
+
 Carrier = Literal[
     "electricity", "heat", "steam", "fuel_gas", "fuel_oil", "coal", "biomass",
     "water", "wastewater", "material", "co2", "product",
@@ -122,6 +124,11 @@ class Exchange(_Frozen):
     criticality: Criticality = "medium"
     since: int | None = None
     source: str | None = None
+    #: benefit sharing (parkmon/park/sharing.py): currency per canonical unit delivered that the
+    #: consumer no longer pays for virgin input, and the supplier no longer pays for disposal
+    virgin_price: float = 0.0
+    disposal_price: float = 0.0
+    sharing: SharingRule | None = None  # None: the park's default rule
 
     @property
     def rate_unit(self) -> str:
@@ -204,6 +211,7 @@ class Park(BaseModel):
     emission_factors: dict[str, EmissionFactor] = {}  # keyed by carrier
     maintenance: tuple[MaintenanceWindow, ...] = ()
     products: tuple[Product, ...] = ()
+    benefit_sharing: BenefitSharing | None = None
     source: str | None = None
 
     @cached_property

@@ -37,21 +37,22 @@ import math
 import random
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, model_validator
+from parkmon.park.sharing import (  # the rules are park-file declarations (domain)
+    SHARE_SUM_TOLERANCE,
+    AllocationError,
+    ChainLink,
+    FixedShares,
+    Proportional,
+    Shapley,
+    SharingRule,
+)
 
-from parkmon.errors import ParkFileError
-
-SHARE_SUM_TOLERANCE = 1e-9
 CONFIDENCE = 0.95
-
-
-class AllocationError(ParkFileError):
-    """A sharing rule or its inputs cannot be applied. `problems` holds one actionable line each."""
-
-    def __init__(self, where: str, problems: list[str]) -> None:
-        super().__init__(where, problems)
+__all__ = ["SHARE_SUM_TOLERANCE", "AllocationError", "ChainLink", "Credit", "FixedShares",
+           "Proportional", "Shapley", "SharingRule", "allocate_exchange", "allocate_park",
+           "chain_marginal_range", "chain_value", "hoeffding_bound", "shapley_values",
+           "sharing_weights"]
 
 
 @dataclass(frozen=True)
@@ -70,53 +71,6 @@ class Credit:
                       self.savings + other.savings)
 
 
-@dataclass(frozen=True)
-class ChainLink:
-    """One link of a multi-party chain: `supplier` -> `consumer`, realising `savings`."""
-
-    supplier: str
-    consumer: str
-    savings: float
-
-
-class _Rule(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class FixedShares(_Rule):
-    kind: Literal["fixed"] = "fixed"
-    shares: dict[str, float]
-
-    @model_validator(mode="after")
-    def _check(self) -> FixedShares:
-        problems = [f"share of {p!r} is {s!r}: expected a finite number >= 0"
-                    for p, s in sorted(self.shares.items()) if not (math.isfinite(s) and s >= 0)]
-        total = math.fsum(self.shares.values())
-        if not problems and abs(total - 1.0) > SHARE_SUM_TOLERANCE:
-            listed = ", ".join(f"{p}={s:g}" for p, s in sorted(self.shares.items()))
-            problems.append(f"shares {listed} sum to {total:.12g}: expected 1 "
-                            f"(within {SHARE_SUM_TOLERANCE:g}); rescale them or fix one")
-        if not self.shares:
-            problems.append("no shares: declare one share per party of the exchange")
-        if problems:
-            raise AllocationError("sharing rule 'fixed'", problems)
-        return self
-
-
-class Proportional(_Rule):
-    kind: Literal["proportional"] = "proportional"
-
-
-class Shapley(_Rule):
-    kind: Literal["shapley"] = "shapley"
-    links: tuple[ChainLink, ...] = ()
-    synergy: float = 0.0
-    exact_max: int = 8
-    samples: int = 2000
-    seed: int = 0
-
-
-SharingRule = FixedShares | Proportional | Shapley
 ValueFn = Callable[[frozenset[str]], float]
 
 

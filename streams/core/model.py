@@ -14,6 +14,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from parkmon.errors import ConfigError
+from parkmon.park.sharing import BenefitSharing, SharingRule
 
 #: carriers whose quantity is energy when metered in MWh
 ENERGY_CARRIERS = frozenset(
@@ -80,6 +81,11 @@ class ExchangeInfo:
     baseline_t_per_unit: float | None = None
     #: t CO2e per delivered unit allocated to the exchanged flow itself
     allocated_t_per_unit: float = 0.0
+    #: benefit sharing: currency per delivered unit of virgin input the consumer no longer buys,
+    #: per supplied unit of disposal the supplier no longer pays; the rule (None: park default)
+    virgin_price: float = 0.0
+    disposal_price: float = 0.0
+    sharing: SharingRule | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +133,8 @@ class KpiModel:
     factors: Mapping[str, Factor] = field(default_factory=dict)
     mass_balance_rel_tolerance: float = 0.05
     mass_balance_abs_tolerance: float = 0.0
+    #: benefit sharing declared in the park file (None: no credits are computed)
+    benefit: BenefitSharing | None = None
     #: memo of meter selections (streams.core.kpis.base.members); not part of the value
     selection_cache: dict[Any, tuple[str, ...]] = field(
         default_factory=dict, compare=False, repr=False, hash=False)
@@ -202,12 +210,16 @@ class KpiModel:
                 suppliers=tuple(x.suppliers), consumers=tuple(x.consumers),
                 loss_fraction=x.loss_fraction, material=x.material,
                 baseline_t_per_unit=baseline, allocated_t_per_unit=allocated,
+                virgin_price=getattr(x, "virgin_price", 0.0),
+                disposal_price=getattr(x, "disposal_price", 0.0),
+                sharing=getattr(x, "sharing", None),
             ))
         model = cls(
             park_id=park.id, enterprises=tuple(e.id for e in park.enterprises), meters=meters,
             exchanges=tuple(exchanges), factors=factors,
             mass_balance_rel_tolerance=cfg.mass_balance_rel_tolerance,
             mass_balance_abs_tolerance=cfg.mass_balance_abs_tolerance,
+            benefit=getattr(park, "benefit_sharing", None),
         )
         for mi in meters.values():
             model.co2e_t(mi, 0.0, 0)  # fail early on a missing factor

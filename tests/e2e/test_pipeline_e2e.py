@@ -273,6 +273,13 @@ def test_mqtt_to_influx_windows_and_signed_trip_webhook(
     wrong = {k: (got[k], v) for k, v in expected.items()
              if got[k] != pytest.approx(v, rel=1e-9, abs=1e-9)}
     assert not wrong, f"{len(wrong)} of {len(expected)} windows differ: {list(wrong.items())[:5]}"
+    # (a') benefit sharing from the scaled worker: credits per enterprise add up to the park's
+    from tests.support.edge import credits_add_up, query_points
+
+    kpis = query_points(influx_bucket.url, influx_bucket.token, influx_bucket.org,
+                        influx_bucket.name, now - 24 * 60 * MIN, ("kpi",))
+    kpis = {k: f for k, f in kpis.items() if dict(k[1]).get("park") == park_id}
+    assert credits_add_up(kpis) > 0, logs()
 
     # every stage still up, and each stops cleanly on SIGTERM
     assert gw.alive() and worker.alive() and det.alive() and alerts.poll() is None, logs()

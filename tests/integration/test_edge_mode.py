@@ -20,6 +20,7 @@ from simulators.scenarios import parse_scenario
 from tests.support.edge import (
     EdgeProcess,
     WebhookReceiver,
+    credits_add_up,
     drop_session,
     fleet_messages,
     publish,
@@ -161,6 +162,10 @@ def test_edge_mode_windows_match_a_recount_and_the_trip_is_alerted(private_servi
     kpis = query_points(influx_bucket.url, influx_bucket.token, influx_bucket.org,
                         influx_bucket.name, start - MIN, ("kpi",))
     assert any(dict(k[1])["scope"] == "park" and dict(k[1])["view"] == "1h" for k in kpis)
+    # benefit sharing (the park file declares it): credits per enterprise next to the KPIs
+    assert credits_add_up(kpis) > 10
+    assert any(f.get("credited_savings", 0) > 0 for k, f in kpis.items()
+               if dict(k[1])["scope"] == "enterprise")
 
     # the steam trip reached the webhook as one grouped supply alert naming its consumers
     assert trips, f"no supply_drop for steam delivered; bodies: {hook.bodies()[:3]}"

@@ -431,3 +431,24 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
+
+
+def credits_add_up(kpis: dict[PointKey, dict[str, Any]]) -> int:
+    """Benefit sharing as stored in InfluxDB: for every (view, window) with a park `savings`
+    field, the enterprises' `credited_savings` add up to it. Returns the number of windows
+    checked; raises AssertionError naming the first window that does not add up."""
+    park: dict[tuple[str, int], float] = {}
+    ents: dict[tuple[str, int], float] = {}
+    for (meas, tags, ts), fields in kpis.items():
+        t = dict(tags)
+        if meas != "kpi":
+            continue
+        if t["scope"] == "park" and "savings" in fields:
+            park[(t["view"], ts)] = float(fields["savings"])
+        elif t["scope"] == "enterprise" and "credited_savings" in fields:
+            ents[(t["view"], ts)] = ents.get((t["view"], ts), 0.0) + float(fields["credited_savings"])
+    for key, total in park.items():
+        got = ents.get(key)
+        assert got is not None and abs(got - total) <= 1e-6 * max(1.0, abs(total)), \
+            f"window {key}: enterprises credited {got}, park savings {total}"
+    return len(park)

@@ -242,7 +242,7 @@ def test_unknown_sections_carriers_and_timezone() -> None:
     data["park"]["timezone"] = "Mars/Olympus"
     probs = problems_of(data)
     assert "extras: unknown section; allowed sections: park, enterprises, meters, exchanges, " \
-           "alternatives, emission_factors, maintenance, products" in probs
+           "alternatives, emission_factors, maintenance, products, benefit_sharing" in probs
     assert any(p.startswith("emission_factors.unobtainium: unknown carrier; expected one of "
                             "electricity, heat") for p in probs)
     assert ("park.timezone: unknown time zone 'Mars/Olympus'; expected an IANA name such as "
@@ -450,3 +450,45 @@ def test_cli_show_prints_the_fate(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert park_main(["show", str(f)]) == 0
     line = next(x for x in capsys.readouterr().out.splitlines() if "power.slag_out" in x)
     assert line.rstrip().endswith("(fate disposal)")
+
+
+def test_benefit_sharing_declaration_loads() -> None:
+    d = small_park()
+    d["exchanges"][0].update(virgin_price=20, disposal_price=5,
+                             sharing={"kind": "fixed", "shares": {"power": 0.4, "boards": 0.6}})
+    d["benefit_sharing"] = {"currency": "DKK", "rule": {"kind": "shapley"}}
+    park = build_park(d)
+    x = park.exchange("gypsum")
+    assert (x.virgin_price, x.disposal_price) == (20.0, 5.0)
+    assert x.sharing is not None and x.sharing.kind == "fixed"
+    assert park.benefit_sharing is not None and park.benefit_sharing.currency == "DKK"
+    assert park.benefit_sharing.rule.kind == "shapley"
+
+
+@pytest.mark.parametrize("change, expected", [
+    (lambda d: d["exchanges"][0].update(sharing={"kind": "fixed", "shares": {"power": 0.4,
+                                                                           "boards": 0.5}}),
+     "exchanges[0]: sharing rule 'fixed': shares boards=0.5, power=0.4 sum to 0.9: expected 1"),
+    (lambda d: d["exchanges"][0].update(sharing={"kind": "fixed", "shares": {"power": 0.4,
+                                                                           "nobody": 0.6}}),
+     "exchanges[0].sharing.shares: declared for ['nobody', 'power'] but the exchange's partners "
+     "are ['power', 'boards']"),
+    (lambda d: d["exchanges"][0].update(virgin_price=-3),
+     "exchanges[0].virgin_price: Input should be greater than or equal to 0"),
+    (lambda d: d["benefit_sharing"].update(chains=[{"id": "c", "exchanges": ["gypsum", "steam"]}]),
+     "benefit_sharing.chains[0].exchanges[1]: no exchange 'steam'; exchanges are: gypsum"),
+    (lambda d: d["benefit_sharing"].update(rule={"kind": "lottery"}),
+     "benefit_sharing.rule: "),
+])
+def test_benefit_sharing_errors_say_where_and_what(change: Any, expected: str) -> None:
+    d = small_park()
+    d["benefit_sharing"] = {"currency": "DKK"}
+    change(d)
+    probs = problems_of(d)
+    assert any(p.startswith(expected) for p in probs), probs
+
+
+def test_an_exchange_rule_without_the_section_is_reported() -> None:
+    d = small_park()
+    d["exchanges"][0]["sharing"] = {"kind": "proportional"}
+    assert any("declared without a benefit_sharing section" in p for p in problems_of(d))
