@@ -36,6 +36,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="simulated start time, ISO 8601 UTC (default: a Monday)")
     p.add_argument("--report", default="parkmon-demo.html",
                    help="write an HTML report here ('' for none; default: parkmon-demo.html)")
+    p.add_argument("--ledger", default="parkmon-demo-ledger.sqlite",
+                   help="write the run's exchange ledger here, replacing the file ('' for none; "
+                        "check it with `parkmon ledger verify FILE`)")
     p.add_argument("--json", dest="json_out", help="also write the summary as JSON to this file")
     p.add_argument("--webhook", action="append", default=[],
                    help="deliver alerts to this URL (signed; secret from PARKMON_WEBHOOK_SECRET)")
@@ -132,7 +135,25 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         print(file=sys.stderr)
     summary = summarise(park, pipe, labels, start_ms, end_ms, wall_s)
     service.close()
+    if args.ledger:
+        summary["ledger"] = write_ledger(Path(args.ledger), park, pipe.kpis.values())
     return summary
+
+
+def write_ledger(path: Path, park: Any, kpis: Any) -> dict[str, Any]:
+    """A fresh ledger of the run's closed exchange windows (the demo's run is one replay)."""
+    from streams.core.ledger import candidates_from_kpis
+    from streams.ledger_store import LedgerStore, exchange_signers
+
+    for suffix in ("", "-wal", "-shm"):
+        Path(str(path) + suffix).unlink(missing_ok=True)
+    store = LedgerStore(path, park.id, signers=exchange_signers(park))
+    try:
+        n = store.append(candidates_from_kpis(kpis, {x.id: x.quantity_unit for x in park.exchanges}))
+        verdict = store.verify()
+    finally:
+        store.close()
+    return {"path": str(path), "entries": n, "verified": verdict.ok}
 
 
 def summarise(park: Any, pipe: Any, labels: list[Any], start_ms: int, end_ms: int,
@@ -276,6 +297,11 @@ def main(argv: list[str]) -> int:
         print(f"parkmon demo: {exc}", file=sys.stderr)
         return 2
     print_summary(summary)
+    if summary.get("ledger"):
+        lg = summary["ledger"]
+        print(f"ledger: {lg['entries']} entries in {lg['path']} "
+              f"({'chain verified' if lg['verified'] else 'CHAIN BROKEN'}); "
+              f"`parkmon ledger verify {lg['path']}`")
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(summary, indent=2, default=str))
     if args.report:

@@ -157,6 +157,8 @@ class Checkpointing:
     _unconfirmed: dict[int, tuple[int, bytes]]
     _recent_acked: dict[int, tuple[int, bytes]]
     _retry_points: list[Any]
+    _ledger_pending: list[Any]
+    ledger: Any
     _last_advance_wm: int | None
     _detector_version: str
     _store_broken: bool
@@ -275,6 +277,11 @@ class Checkpointing:
         acking = [_Acking(m.mid, m.generation, message_digest(m.topic, m.payload))
                   for m in self.unacked if m.qos and not m.superseded]
         try:
+            if self.ledger is not None and self._ledger_pending:
+                # before the state: after a crash the replay re-closes these windows, and the
+                # ledger, idempotent by content, appends them once
+                self.ledger.append(self._ledger_pending)
+            self._ledger_pending = []
             size = self.store.save(self._parts(seq, acking))
         except BaseException:
             # the changed-rows bookkeeping is gone with this checkpoint: never write another one
@@ -329,6 +336,11 @@ class Checkpointing:
 
         pipe = self.pipe
         outs: list[Any] = [*pipe.windows.values(), *pipe.kpis.values()]
+        if self.ledger is not None:
+            from streams.core.ledger import candidates_from_kpis
+
+            self._ledger_pending.extend(candidates_from_kpis(
+                pipe.kpis.values(), {x.id: x.quantity_unit for x in self.park.exchanges}))
         pipe.windows.clear()
         pipe.kpis.clear()
         points = to_points(self.park.id, outs)

@@ -125,6 +125,8 @@ class IntakeLoop:
     _unconfirmed: dict[int, tuple[int, bytes]]
     _recent_acked: dict[int, tuple[int, bytes]]
     _retry_points: list[Any]
+    _ledger_pending: list[Any]
+    ledger: Any
     _last_advance_wm: int | None
     _detector_version: str
     _store_broken: bool

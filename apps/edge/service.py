@@ -93,6 +93,8 @@ class EdgeService(IntakeLoop, Checkpointing):
         # outputs since the last checkpoint are the pipeline's own `windows` / `kpis` dicts (the
         # latest result per key); they become points once per checkpoint, not once per output
         self._retry_points: list[PointSpec] = []
+        self._ledger_pending: list[Any] = []  # closed exchange windows for the ledger
+        self.ledger = self._ledger() if self.s.ledger else None
         self.writer = point_writer if point_writer is not None else self._influx_writer()
         self.delivery: Any = None
         self.alerts = alert_service if alert_service is not None else self._alert_service()
@@ -151,6 +153,14 @@ class EdgeService(IntakeLoop, Checkpointing):
         token = self.influx.token.get_secret_value() if self.influx.token else ""
         return InfluxSink.connect(self.influx.url, token, self.influx.org, self.influx.bucket,
                                   max_total_s=self.s.influx_max_retry_s)
+
+    def _ledger(self) -> Any:
+        from apps.edge.settings import LEDGER_FILE
+        from streams.ledger_store import LedgerStore, exchange_signers, load_keys
+
+        return LedgerStore(self.store.dir / LEDGER_FILE, self.park.id,
+                           signing_keys=load_keys(self.s.ledger_keys_dir, ".key"),
+                           signers=exchange_signers(self.park))
 
     def _alert_service(self) -> Any:
         from alerts.cli import AlertsSettings, build_endpoints
@@ -275,6 +285,8 @@ class EdgeService(IntakeLoop, Checkpointing):
             if self.health is not None:
                 self.health.stop()
             self.store.close()
+            if self.ledger is not None:
+                self.ledger.close()
         left = self.inbox.qsize()
         log.info("edge stopped", extra={"event": "stopped", "final_checkpoint": ok,
                                         "not_fed": left, "seq": self.cp.seq,

@@ -7,6 +7,7 @@ import time
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 CHECKPOINT_FILE = "edge-state.sqlite"
+LEDGER_FILE = "ledger.sqlite"
 
 
 CHECKPOINT_FORMAT = 1
@@ -41,6 +42,8 @@ class EdgeSettings(BaseSettings):
     counter_reset_fraction: float = 0.05
     influx_alerts: bool = True  # alert annotations in InfluxDB (measurement `alerts`)
     influx_max_retry_s: float = 30.0
+    ledger: bool = True  # the exchange ledger, <state_dir>/ledger.sqlite (docs/ledger.md)
+    ledger_keys_dir: str | None = None  # <enterprise>.key Ed25519 keys that sign entries
     metrics_host: str = "127.0.0.1"
     metrics_port: int = 9110  # /metrics and /healthz; 0 picks a free port, -1 disables
     keepalive_s: int = 30

@@ -13,7 +13,9 @@ from __future__ import annotations
 import math
 import threading
 import time
+from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
@@ -132,6 +134,34 @@ def run_with_faults(broker, bucket, tmp_path, unique_name, faults, idle_after_s:
             for f in set(expected[k]) | set(got[k])
             if not _same(expected[k].get(f), got[k].get(f))]
     assert not diff, f"{len(diff)} field values differ, e.g. {diff[:5]}"
+    _ledger_matches(tmp_path / "state" / "ledger.sqlite", park, ref)
+
+
+def _ledger_matches(path: Path, park: Any, ref: Any) -> None:
+    """The edge's exchange ledger after the faults: the chain verifies, no window is entered twice
+    with the same quantities, and the latest entry of every window holds what the uninterrupted
+    run computed for it."""
+    from streams.core.ledger import candidates_from_kpis
+    from streams.ledger_store import LedgerStore
+
+    store = LedgerStore.open_existing(path)
+    try:
+        verdict = store.verify()
+        assert verdict.ok, verdict.message()
+        entries = list(store.entries())
+    finally:
+        store.close()
+    contents: dict[tuple[str, int], list[Any]] = {}
+    for e in entries:
+        contents.setdefault((e.exchange, e.window_start_ms), []).append(e.content())
+    repeated = {k: v for k, v in contents.items() if len(set(v)) != len(v)}
+    assert not repeated, f"windows entered twice with the same content: {list(repeated)[:3]}"
+    expected = {(c.exchange, c.window_start_ms): c.content() for c in candidates_from_kpis(
+        ref.kpis.values(), {x.id: x.quantity_unit for x in park.exchanges})}
+    latest = {k: v[-1] for k, v in contents.items()}
+    assert set(latest) == set(expected)
+    wrong = [k for k in expected if latest[k] != expected[k]]
+    assert not wrong, f"{len(wrong)} windows differ from the uninterrupted run, e.g. {wrong[:3]}"
 
 
 def test_kill9_twice_and_sigterm_mid_stream_give_the_uninterrupted_result(
