@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("detect.evaluate:main", "score the detectors on labelled scenarios"),
     "services": ("parkmon.devservices.cli:main", "install/start/stop local Mosquitto, Kafka, InfluxDB"),
     "demo": ("apps.demo:main", "run the whole monitor in one process on an embedded park"),
+    "whatif": ("apps.whatif:main", "what-if on the park model: baseline vs changed park, KPI deltas, impact, alerts"),
     "ledger": ("streams.ledger_cli:main", "verify, export, sync or sign the tamper-evident exchange ledger"),
     "edge": ("apps.edge.service:main", "run the whole monitor in one process on live MQTT, writing to InfluxDB"),
 }

@@ -14,6 +14,7 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -62,7 +63,6 @@ def _fmt_ts(ts_ms: int) -> str:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from alerts.service import AlertService
-    from apps.edge.pipeline import EdgePipeline
     from parkmon.park import example_park_path, load_park
     from simulators.fleet import run_scenario
     from simulators.scenarios import load_scenario, scenario_path
@@ -107,8 +107,26 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         kw["ssrf"] = SsrfPolicy(allow_loopback=True, allow_private=True)
     service = AlertService.create(park, Path(workdir) / "outbox.sqlite", endpoints,
                                   now_ms=now_ms, **kw)
-    pipe = EdgePipeline(park, now_ms=now_ms, alerts=service)
+    pipe, wall_s = replay(park, readings, service, clock, start_ms, duration_ms,
+                          progress=not args.quiet and sys.stderr.isatty())
+    end_ms = start_ms + duration_ms
+    if endpoints:
+        service.deliver_due()
+    summary = summarise(park, pipe, labels, start_ms, end_ms, wall_s)
+    service.close()
+    if args.ledger:
+        summary["ledger"] = write_ledger(Path(args.ledger), park, pipe.kpis.values())
+    return summary
 
+
+def replay(park: Any, readings: Iterable[Any], service: Any, clock: dict[str, int], start_ms: int,
+           duration_ms: int, progress: bool = False) -> tuple[Any, float]:
+    """Feed simulated readings through one in-process EdgePipeline (the live services' core) in
+    emit order with the simulated clock, then close every window. Returns (pipeline, wall s).
+    Shared by `parkmon demo` and `parkmon whatif`."""
+    from apps.edge.pipeline import EdgePipeline
+
+    pipe = EdgePipeline(park, now_ms=lambda: clock["now"], alerts=service)
     wall0 = time.perf_counter()
     last_tick = start_ms
     shown = 0.0
@@ -119,25 +137,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if clock["now"] - last_tick >= 10_000:
             last_tick = clock["now"]
             pipe.advance(clock["now"])
-        if not args.quiet and sys.stderr.isatty() and time.perf_counter() - shown > 0.5:
+        if progress and time.perf_counter() - shown > 0.5:
             shown = time.perf_counter()
             done = (clock["now"] - start_ms) / duration_ms
             print(f"\r  simulated {_fmt_ts(clock['now'])}  {done:6.1%}  "
                   f"readings {pipe.counters.readings:,}  alerts {pipe.counters.notifications}",
                   end="", file=sys.stderr)
-    end_ms = start_ms + duration_ms
-    clock["now"] = end_ms + 10 * 60_000
+    clock["now"] = start_ms + duration_ms + 10 * 60_000
     pipe.advance(clock["now"], force_kpis=True)
-    if endpoints:
-        service.deliver_due()
-    wall_s = time.perf_counter() - wall0
-    if not args.quiet and sys.stderr.isatty():
+    if progress:
         print(file=sys.stderr)
-    summary = summarise(park, pipe, labels, start_ms, end_ms, wall_s)
-    service.close()
-    if args.ledger:
-        summary["ledger"] = write_ledger(Path(args.ledger), park, pipe.kpis.values())
-    return summary
+    return pipe, time.perf_counter() - wall0
 
 
 def write_ledger(path: Path, park: Any, kpis: Any) -> dict[str, Any]:

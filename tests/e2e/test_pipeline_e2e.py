@@ -24,7 +24,6 @@ import subprocess
 import sys
 import time
 import uuid
-from collections import defaultdict
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -34,10 +33,10 @@ import yaml
 from standardwebhooks.webhooks import Webhook
 
 from parkmon.park import example_park_path, load_park
-from parkmon.units import to_canonical
 from simulators.scenarios import parse_scenario
 from tests.support.detect import DetectProcess
 from tests.support.edge import drop_session, fleet_messages
+from tests.support.edge import recount_messages as recount
 from tests.support.ingest import GatewayProcess, Publisher, free_port
 from tests.support.streams import WorkerProcess, query_windows
 
@@ -69,41 +68,6 @@ def unique_park_file(tmp: Path) -> tuple[Path, str]:
     path = tmp / f"{park_id}.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path, park_id
-
-
-def recount(park: Any, messages: list[Any]) -> dict[tuple[str, int], float]:
-    """Expected quantity per (meter, minute window start) from the published readings: canonical
-    value, once per (meter, seq); counters: increase over (previous reading, reading] (a drop is a
-    roll-over at the register limit when the previous value was in its upper half, else a reset
-    to zero), rates: trapezoid (quantity per hour x hours); attributed to the later reading's
-    window."""
-    seen: set[tuple[str, int]] = set()
-    series: dict[str, list[tuple[int, float]]] = defaultdict(list)
-    for msg in messages:
-        for r in msg.readings or ():
-            if (r.meter, r.seq) in seen:
-                continue
-            seen.add((r.meter, r.seq))
-            m = park.meter(r.meter)
-            series[r.meter].append((r.ts_ms, to_canonical(r.value, r.unit, m.canonical_unit)))
-    out: dict[tuple[str, int], float] = {}
-    for mid, pts in series.items():
-        pts.sort()
-        m = park.meter(mid)
-        out.setdefault((mid, pts[0][0] - pts[0][0] % MIN), 0.0)
-        for (t0, v0), (t1, v1) in zip(pts, pts[1:], strict=False):
-            if m.kind == "counter":
-                if v1 >= v0:
-                    q = v1 - v0
-                elif m.rollover and v0 >= m.rollover / 2:
-                    q = m.rollover - v0 + v1
-                else:
-                    q = v1
-            else:
-                q = (v0 + v1) / 2 * (t1 - t0) / 3_600_000 if t1 - t0 <= 300_000 else 0.0
-            key = (mid, t1 - t1 % MIN)
-            out[key] = out.get(key, 0.0) + q
-    return out
 
 
 class Procs:

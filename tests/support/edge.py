@@ -21,6 +21,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -28,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from parkmon.contracts import mqtt_topic
+from parkmon.units import to_canonical
 
 PointKey = tuple[str, tuple[tuple[str, str], ...], int]
 
@@ -452,3 +454,39 @@ def credits_add_up(kpis: dict[PointKey, dict[str, Any]]) -> int:
         assert got is not None and abs(got - total) <= 1e-6 * max(1.0, abs(total)), \
             f"window {key}: enterprises credited {got}, park savings {total}"
     return len(park)
+
+
+def recount_messages(park: Any, messages: list[Any]) -> dict[tuple[str, int], float]:
+    """Expected quantity per (meter, minute window start) from the published readings: canonical
+    value, once per (meter, seq); counters: increase over (previous reading, reading] (a drop is a
+    roll-over at the register limit when the previous value was in its upper half, else a reset
+    to zero), rates: trapezoid (quantity per hour x hours); attributed to the later reading's
+    window."""
+    seen: set[tuple[str, int]] = set()
+    series: dict[str, list[tuple[int, float]]] = defaultdict(list)
+    for msg in messages:
+        for r in msg.readings or ():
+            if (r.meter, r.seq) in seen:
+                continue
+            seen.add((r.meter, r.seq))
+            m = park.meter(r.meter)
+            series[r.meter].append((r.ts_ms, to_canonical(r.value, r.unit, m.canonical_unit)))
+    minute = 60_000
+    out: dict[tuple[str, int], float] = {}
+    for mid, pts in series.items():
+        pts.sort()
+        m = park.meter(mid)
+        out.setdefault((mid, pts[0][0] - pts[0][0] % minute), 0.0)
+        for (t0, v0), (t1, v1) in zip(pts, pts[1:], strict=False):
+            if m.kind == "counter":
+                if v1 >= v0:
+                    q = v1 - v0
+                elif m.rollover and v0 >= m.rollover / 2:
+                    q = m.rollover - v0 + v1
+                else:
+                    q = v1
+            else:
+                q = (v0 + v1) / 2 * (t1 - t0) / 3_600_000 if t1 - t0 <= 300_000 else 0.0
+            key = (mid, t1 - t1 % minute)
+            out[key] = out.get(key, 0.0) + q
+    return out

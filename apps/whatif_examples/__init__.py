@@ -1,0 +1,1 @@
+"""Example what-if scenarios for the Kalundborg-like park (`parkmon whatif --list`)."""
