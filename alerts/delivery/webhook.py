@@ -22,6 +22,7 @@ All I/O goes through one httpx transport, injectable for tests (httpx.MockTransp
 
 from __future__ import annotations
 
+import base64
 import email.utils
 import random
 from collections.abc import Callable, Sequence
@@ -48,15 +49,30 @@ class PayloadFormat(StrEnum):
 MAX_SECRETS = 5
 
 
+#: shortest signing key accepted, in bytes after base64 decoding (128 bits; Standard Webhooks
+#: suggests 24 to 64 random bytes)
+MIN_SECRET_BYTES = 16
+
+
 def _check_whsec(v: SecretStr) -> SecretStr:
+    """A `whsec_<base64>` secret of at least MIN_SECRET_BYTES. Strict base64: the library itself
+    skips invalid characters, so `whsec_%%secret%%` would silently become a short key. Error
+    messages never contain the value."""
     raw = v.get_secret_value()
     if not raw.startswith("whsec_"):
         raise ValueError("webhook secret must be a Standard Webhooks secret 'whsec_<base64>'")
+    body = raw.removeprefix("whsec_")
     try:
+        key = base64.b64decode(body + "=" * (-len(body) % 4), validate=True)
         Webhook(raw)
-    except Exception as exc:  # the library's message names the base64 problem, never the value
-        raise ValueError(f"webhook secret is not valid base64 after 'whsec_': "
-                         f"{type(exc).__name__}") from None
+    except Exception as exc:
+        raise ValueError(f"webhook secret is not valid base64 after 'whsec_' "
+                         f"({type(exc).__name__})") from None
+    if len(key) < MIN_SECRET_BYTES:
+        raise ValueError(f"webhook secret is too short: {len(key)} bytes after base64 decoding, "
+                         f"at least {MIN_SECRET_BYTES} (e.g. 'whsec_' + base64 of 24 random "
+                         "bytes: python -c \"import base64,os;print('whsec_'+base64.b64encode("
+                         "os.urandom(24)).decode())\")")
     return v
 
 
