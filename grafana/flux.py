@@ -265,3 +265,13 @@ def tag_values(tag: str, predicate: str) -> str:
         f'schema.tagValues(bucket: "{BUCKET}", tag: "{tag}",\n'
         f"    predicate: (r) => {predicate}, start: v.timeRangeStart, stop: v.timeRangeStop)"
     )
+
+
+def substitute(query: str, *, bucket: str, start_iso: str, stop_iso: str,
+               window: str = "5m", variables: dict[str, str] | None = None) -> str:
+    """What Grafana does before running a query: dashboard variables and the panel's range."""
+    q = query.replace("${bucket}", bucket)
+    for name, value in (variables or {}).items():
+        q = q.replace("${" + name + "}", value)
+    return (q.replace("v.timeRangeStart", start_iso).replace("v.timeRangeStop", stop_iso)
+            .replace("v.windowPeriod", window))
