@@ -78,6 +78,7 @@ from parkmon.contracts import kafka_alerts_topic, kafka_readings_topic  # noqa: 
 MIN_MS = 60_000
 WARMUP_EVENT_MS = 2 * 3_600_000  # the detectors' warm-up (720 samples at 10 s)
 TRIP_AT_MS = WARMUP_EVENT_MS + 20 * MIN_MS
+WARM_UNTIL_MS = TRIP_AT_MS - 10 * MIN_MS  # published at full speed before the live phase
 PARTITIONS = 3
 SECRET = "whsec_" + base64.b64encode(b"bench-e2e-webhook-secret-0123456").decode()
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -99,12 +100,15 @@ class Config:
     profile: bool = True
     sample_enterprises: int = 2
     alerts_group_wait_ms: int = 1_000
+    live_engines: tuple[str, ...] | None = None  # engines with a live + backlog phase (None: all)
+    scale_out_workloads: tuple[str, ...] = ("single", "batched")
     quick: bool = False
 
 
 QUICK = Config(enterprises=20, meters=200, single_readings=3_000, batched_readings=20_000,
-               batch_size=100, repeat=1, live_rate=2_000.0, backlog_s=8.0, profile=False,
-               sample_enterprises=2, quick=True)
+               batch_size=100, repeat=1, live_rate=3_000.0, backlog_s=5.0, profile=False,
+               sample_enterprises=2, live_engines=("batch",), scale_out_workloads=("single",),
+               quick=True)
 
 
 # --------------------------------------------------------------------------- small utilities
@@ -157,9 +161,10 @@ class Stage:
     """One pipeline process: `python [-m pyinstrument ...] -m apps.cli <args>`, log to a file."""
 
     def __init__(self, name: str, args: list[str], env: dict[str, str], log_path: Path,
-                 profile_to: Path | None = None) -> None:
+                 profile_to: Path | None = None, script: str | None = None) -> None:
         self.name, self.args, self.env, self.log_path = name, args, env, log_path
         self.profile_to = profile_to
+        self.script = script
         self.proc: subprocess.Popen[bytes] | None = None
         self.cpu0 = 0.0
         self.cpu_last = 0.0
@@ -169,7 +174,8 @@ class Stage:
         cmd = [sys.executable]
         if self.profile_to is not None:
             cmd += ["-m", "pyinstrument", "-o", str(self.profile_to), "-r", "text"]
-        cmd += ["-m", "apps.cli", *self.args]
+        cmd += [self.script] if self.script else ["-m", "apps.cli"]
+        cmd += self.args
         with open(self.log_path, "ab") as fh:
             self.proc = subprocess.Popen(cmd, env=self.env, stdout=fh, stderr=subprocess.STDOUT,
                                          cwd=str(ROOT))
@@ -472,10 +478,18 @@ class Pipeline:
                              detect: bool = True) -> None:
         ws = workers if workers is not None else self.workers
 
+        def worker_ready(w: Stage) -> int:
+            # batch engine: one line per assigned partition; Faust: "Worker: Ready" after the
+            # assignment and table recovery (its partition lines come with the first reading)
+            text = w.log_text()
+            if "[^Worker]: Ready" in text:
+                return PARTITIONS
+            return len(re.findall(r"partition \d+: restored", text))
+
         def ready() -> bool:
-            assigned = sum(len(re.findall(r"partition \d+: restored", w.log_text())) for w in ws)
-            det = (not detect) or '"started"' in self.detect.log_text() or "started" in self.detect.log_text()
-            return assigned >= PARTITIONS and det
+            counts = [worker_ready(w) for w in ws]
+            det = (not detect) or '"event": "started"' in self.detect.log_text()
+            return min(counts) >= 1 and sum(counts) >= PARTITIONS and det
 
         self._wait(ready, timeout_s, "streams worker partitions assigned and detect started")
 
@@ -551,6 +565,50 @@ def published(sim: Stage) -> tuple[int, int]:
     if not m:
         raise RuntimeError(f"simulator did not report what it published:\n{sim.tail()}")
     return int(m.group(1).replace(",", "")), int(m.group(2).replace(",", ""))
+
+
+# --------------------------------------------------------------------------- live publisher
+
+def live_publisher(argv: list[str]) -> int:
+    """The simulator for the live phase (own process): the park's Fleet and MqttPublisher, first
+    the detectors' warm-up at full speed in small batches (`--warm-batch` readings of one
+    enterprise per message), then, once `--go-file` exists, one reading per message paced at
+    `--speed` (a fixed offered rate) until `--until-ms`, with the trip of `--scenario` in it."""
+    from parkmon.park import load_park
+    from simulators.fleet import Fleet, FleetOptions
+    from simulators.publisher import MqttPublisher
+    from simulators.scenarios import load_scenario
+
+    ap = argparse.ArgumentParser(prog="bench_e2e.py live-publisher")
+    for name in ("--park", "--scenario", "--go-file", "--host"):
+        ap.add_argument(name, required=True)
+    for name in ("--port", "--seed", "--start-ms", "--warm-until-ms", "--until-ms", "--warm-batch"):
+        ap.add_argument(name, type=int, required=True)
+    ap.add_argument("--speed", type=float, required=True)
+    a = ap.parse_args(argv)
+    park = load_park(Path(a.park))
+    fleet = Fleet(park, seed=a.seed, start_ms=a.start_ms, scenario=load_scenario(a.scenario),
+                  options=FleetOptions(counter_resets_per_day=0.0))
+    pub = MqttPublisher(park.id, a.host, a.port, qos=1, batch=a.warm_batch,
+                        client_id=f"bench-live-{os.getpid()}")
+    pub.connect()
+    t = time.monotonic()
+    pub.run(fleet.batches(a.warm_until_ms), speed=float("inf"))
+    pub.flush()
+    pub.wait_acked(600)
+    print(f"warm-up published {pub.stats.readings} readings in {time.monotonic() - t:.1f} s",
+          flush=True)
+    go = Path(a.go_file)
+    while not go.exists():
+        time.sleep(0.05)
+    pub.batch = 1
+    n0 = pub.stats.readings
+    t = time.monotonic()
+    print(f"live from {t:.3f}", flush=True)
+    pub.run(fleet.batches(a.until_ms), speed=a.speed)
+    st = pub.close()
+    print(f"live published {st.readings - n0} readings in {time.monotonic() - t:.1f} s", flush=True)
+    return 0
 
 
 # --------------------------------------------------------------------------- raw ceiling
@@ -638,8 +696,11 @@ def e2e_throughput(sv: Services, spec: ParkSpec, work: Path, cfg: Config, receiv
                     {"streams": pipe.streams_group, "detect": pipe.detect_group})
     res: dict[str, Any] = {"engine": engine, "batch": batch, "readings": n, "gateways": gateways,
                            "workers": workers, "grace_ms": grace_ms, "load_before": load()}
+    phase: dict[str, float] = {}
+    t_phase = time.monotonic()
     try:
         pipe.start()
+        phase["start_pipeline"] = round(time.monotonic() - t_phase, 1)
         pipe.mark()
         sim = simulator(sv, park_file, cfg.seed, start_ms, duration_ms, "max", batch,
                         work / f"sim-{park_id}.log")
@@ -683,7 +744,7 @@ def e2e_throughput(sv: Services, spec: ParkSpec, work: Path, cfg: Config, receiv
         if sim.proc is not None:
             sim.proc.wait(120)
         res["published_readings"], res["published_messages"] = published(sim)
-        res["simulator_cpu_us_per_reading"] = None
+        phase["publish_to_all_committed"] = round(time.monotonic() - t_phase - phase["start_pipeline"], 1)
         if recount:
             res["recount"] = check_windows(sv, bucket["name"], park_id, park, readings,
                                            timeout_s=60 + grace_ms / 1000)
@@ -692,11 +753,14 @@ def e2e_throughput(sv: Services, spec: ParkSpec, work: Path, cfg: Config, receiv
             res.setdefault("close_to_stored_p50_s", st.get("close_to_stored_p50_s"))
             res.setdefault("close_to_stored_p99_s", st.get("close_to_stored_p99_s"))
         res["rss_mb"] = {st.name: round(st.rss_max / 2**20, 1) for st in pipe.stages}
+        phase["until_recounted"] = round(time.monotonic() - t_phase, 1)
     finally:
         res["exit_codes"] = pipe.stop()
         prog.close()
         sv.influx.delete_bucket(bucket["id"])
         res["load_after"] = load()
+        phase["total"] = round(time.monotonic() - t_phase, 1)
+        res["phase_s"] = phase
     return res
 
 
@@ -823,10 +887,12 @@ def live_and_backlog(sv: Services, spec: ParkSpec, work: Path, cfg: Config, rece
     speed = cfg.live_rate / spec.base_rate
     detect_budget_s = 60.0
     catchup_budget_s = 2 * cfg.backlog_s + 30
-    wall_s = TRIP_AT_MS / 1000 / speed + detect_budget_s + cfg.backlog_s + catchup_budget_s + 10
-    duration_ms = int(wall_s * speed * 1000)
+    live_wall_s = (TRIP_AT_MS - WARM_UNTIL_MS) / 1000 / speed + detect_budget_s + cfg.backlog_s \
+        + catchup_budget_s + 10
+    duration_ms = WARM_UNTIL_MS + int(live_wall_s * speed * 1000)
     now = int(time.time() * 1000)
     start_ms = (now - duration_ms - 5 * MIN_MS) // MIN_MS * MIN_MS
+    go_file = work / f"go-{park_id}"
     bucket = sv.influx.create_bucket(f"bench-{park_id}")
     pipe = Pipeline(sv, park_file, park_id, engine, bucket["name"], work, receiver,
                     group_wait_ms=cfg.alerts_group_wait_ms)
@@ -840,13 +906,37 @@ def live_and_backlog(sv: Services, spec: ParkSpec, work: Path, cfg: Config, rece
     obs = poller = None
     try:
         pipe.start()
+        sim = Stage("simulator", ["live-publisher", "--park", str(park_file), "--scenario", str(scenario),
+                                  "--go-file", str(go_file), "--host", sv.mqtt_host,
+                                  "--port", str(sv.mqtt_port), "--seed", str(cfg.seed),
+                                  "--start-ms", str(start_ms), "--warm-until-ms", str(start_ms + WARM_UNTIL_MS),
+                                  "--until-ms", str(start_ms + duration_ms), "--warm-batch", "20",
+                                  "--speed", str(speed)],
+                    base_env(), work / f"sim-{park_id}.log", script=__file__).start()
+        # 0. the detectors' warm-up (2 h of event time) at full speed, drained by every stage
+        t_w = time.time()
+        deadline = t_w + 900
+        while time.time() < deadline:
+            snap = prog.snapshot()
+            if "warm-up published" in sim.log_text() and snap["end"] > 0 \
+                    and snap["streams"] >= snap["end"] and snap["detect"] >= snap["end"]:
+                break
+            if not sim.alive():
+                raise RuntimeError(f"live publisher died:\n{sim.tail()}")
+            time.sleep(0.5)
+        else:
+            raise RuntimeError(f"warm-up not drained in 900 s: {prog.snapshot()}")
+        res["warmup"] = {"readings": snap["end"], "seconds": round(time.time() - t_w, 1),
+                         "drain_readings_per_s": round(snap["end"] / (time.time() - t_w), 1),
+                         "event_ms": WARM_UNTIL_MS}
+        log(f"  {engine}: warm-up drained: {res['warmup']}")
         obs = Observer(sv, park_id, spec.sample_enterprises)
         poller = WindowPoller(sv, bucket["name"], park_id, spec.sample_enterprises)
-        sim = simulator(sv, park_file, cfg.seed, start_ms, duration_ms, str(speed), 1,
-                        work / f"sim-{park_id}.log", scenario)
-        t0 = time.time()
         pipe.mark()
         sim.mark()
+        base_end = snap["end"]
+        go_file.touch()
+        t0 = time.time()
 
 
         def tick(phase: str) -> dict[str, Any]:
@@ -860,7 +950,7 @@ def live_and_backlog(sv: Services, spec: ParkSpec, work: Path, cfg: Config, rece
             return row
 
         # 1. live until the trip's webhook arrives
-        t_trip_deadline = t0 + TRIP_AT_MS / 1000 / speed + detect_budget_s
+        t_trip_deadline = t0 + (TRIP_AT_MS - WARM_UNTIL_MS) / 1000 / speed + detect_budget_s
         t_hook = None
         while time.time() < t_trip_deadline:
             tick("live")
@@ -875,7 +965,7 @@ def live_and_backlog(sv: Services, spec: ParkSpec, work: Path, cfg: Config, rece
         live_secs = t_live_end - t0
         live_row = lag[-1]
         cpu = {st.name: st.cpu_since_mark() for st in pipe.stages}
-        live_readings = live_row["end"]
+        live_readings = live_row["end"] - base_end
         res["live"] = {
             "seconds": round(live_secs, 1),
             "achieved_readings_per_s": round(live_readings / live_secs, 1),
@@ -889,10 +979,6 @@ def live_and_backlog(sv: Services, spec: ParkSpec, work: Path, cfg: Config, rece
                        "detection_to_webhook_s": round(t_hook - det_ts, 3) if (t_hook and det_ts) else None,
                        "bad_signatures": receiver.bad_signatures}
         res["publish_to_queryable"] = publish_to_queryable(obs, poller, t_live_end)
-        st_ = pipe.stats(pipe.workers[0])
-        res["window_close_to_stored"] = {"p50_s": st_.get("close_to_stored_p50_s"),
-                                         "p99_s": st_.get("close_to_stored_p99_s"),
-                                         "windows_written": st_.get("windows_written")}
 
         # 2. backlog: stop the streams worker and detect under live load
         log(f"  {engine}: backlog: stopping streams + detect for {cfg.backlog_s:.0f} s")
@@ -939,6 +1025,13 @@ def live_and_backlog(sv: Services, spec: ParkSpec, work: Path, cfg: Config, rece
                           "publisher_still_running": sim_alive,
                           "issue_target_stop_s": 600}
         res["rss_mb"] = {s.name: round(s.rss_max / 2**20, 1) for s in pipe.stages}
+        time.sleep(11)  # one more stats line of the worker (every 10 s)
+        st_ = pipe.stats(pipe.workers[0])
+        # the restarted worker's own figures: the live minutes after the restart and the catch-up
+        res["window_close_to_stored"] = {"p50_s": st_.get("close_to_stored_p50_s"),
+                                         "p99_s": st_.get("close_to_stored_p99_s"),
+                                         "windows_written": st_.get("windows_written"),
+                                         "covers": "restarted worker: catch-up + live"}
         sim.stop()
     finally:
         if obs is not None:
@@ -1056,13 +1149,14 @@ def main(argv: list[str] | None = None) -> int:
                         f"{e2e['e2e_readings_per_s']:,.0f} r/s (ratio {e2e['e2e_readings_per_s'] / raw['readings_per_s']:.2f}; "
                         f"gateway {e2e['gateway_readings_per_s']:,.0f}, streams {e2e['streams_readings_per_s']:,.0f}, "
                         f"detect {e2e['detect_readings_per_s']:,.0f}); recount exact={rc.get('exact')} "
-                        f"({rc.get('windows_expected')} windows); load {load()}")
+                        f"({rc.get('windows_expected')} windows); phases {e2e['phase_s']} s; load {load()}")
                 er["throughput"][wl] = runs
-            log(f"  {engine}: live phase at {cfg.live_rate:,.0f} readings/s offered")
-            er["live"] = live_and_backlog(sv, spec, work, cfg, receiver, engine)
-            lv = er["live"]
-            log(f"  {engine}: live: publish->queryable {lv.get('publish_to_queryable')}, close->stored "
-                f"{lv.get('window_close_to_stored')}, trip {lv.get('trip')}, backlog {lv.get('backlog')}")
+            if cfg.live_engines is None or engine in cfg.live_engines:
+                log(f"  {engine}: live phase at {cfg.live_rate:,.0f} readings/s offered")
+                er["live"] = live_and_backlog(sv, spec, work, cfg, receiver, engine)
+                lv = er["live"]
+                log(f"  {engine}: live: publish->queryable {lv.get('publish_to_queryable')}, close->stored "
+                    f"{lv.get('window_close_to_stored')}, trip {lv.get('trip')}, backlog {lv.get('backlog')}")
             results["engines"][engine] = er
             results["summary"] = summarize(results)
             write(out, results)
@@ -1078,6 +1172,8 @@ def main(argv: list[str] | None = None) -> int:
         if cfg.scale_out:
             so: dict[str, Any] = {"engine": faster}
             for wl, (batch, n) in workloads.items():
+                if ("single" if batch == 1 else "batched") not in cfg.scale_out_workloads:
+                    continue
                 start_ms, duration_ms = workload(spec, n)
                 so[wl] = e2e_throughput(sv, spec, work, cfg, receiver, faster, batch, start_ms,
                                         duration_ms, gateways=2, workers=2)
@@ -1150,4 +1246,6 @@ def print_summary(results: dict[str, Any]) -> None:
 
 
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["live-publisher"]:
+        raise SystemExit(live_publisher(sys.argv[2:]))
     raise SystemExit(main())
