@@ -86,15 +86,15 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 @dataclass(frozen=True)
 class Config:
-    enterprises: int = 100
-    meters: int = 2_000
+    enterprises: int = 50
+    meters: int = 1_000
     seed: int = 7
-    single_readings: int = 30_000
-    batched_readings: int = 200_000
+    single_readings: int = 10_000
+    batched_readings: int = 60_000
     batch_size: int = 500
     repeat: int = 3
-    live_rate: float = 4_000.0  # offered readings/s in the live phase
-    backlog_s: float = 60.0  # the 10 minutes, scaled down
+    live_rate: float = 1_500.0  # offered readings/s in the live phase (both engines keep up)
+    backlog_s: float = 30.0  # the 10 minutes, scaled down
     engines: tuple[str, ...] = ("batch", "faust")
     scale_out: bool = True
     profile: bool = True
@@ -668,7 +668,7 @@ def check_windows(sv: Services, bucket: str, park_id: str, park: Any, readings: 
         got = query_windows(sv.influx.url, sv.influx.token, sv.influx.org, bucket, park_id)
         if set(got) >= set(exp):
             break
-        time.sleep(1.0)
+        time.sleep(0.5)
     missing = [k for k in exp if k not in got]
     extra = [k for k in got if k not in exp]
     wrong = [k for k, v in exp.items() if k in got and abs(got[k] - v) > 1e-9 * max(1.0, abs(v))]
