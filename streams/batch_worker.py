@@ -71,6 +71,9 @@ META_KEY = "__partition__"  # changelog key of a partition's engine meta (meter 
 KPI_META_KEY = "meta"
 
 
+WINDOWS_PER_MESSAGE = 1_000  # closed windows per message on the meter-windows topic (~300 B each)
+
+
 def group_id(opts: WorkerOptions) -> str:
     return opts.app_id or f"parkmon-streams-batch-{opts.park_id}"
 
@@ -306,8 +309,13 @@ class BatchWorker:
             self.stats.windows_written += len(live)
             done = time.monotonic()
             self.stats.close_to_stored_s.extend(done - t for t in closed_at)
-            self.producer.produce(self.windows_topic, key=self.opts.park_id.encode(),
-                                  value=json.dumps([o.to_dict() for o in live]).encode())
+            # in chunks: a backlog closes many windows in one batch, and one message holding
+            # all of them outgrew Kafka's message.max.bytes (1 MB) at 200 meters (issue 12)
+            for i in range(0, len(live), WINDOWS_PER_MESSAGE):
+                chunk = live[i:i + WINDOWS_PER_MESSAGE]
+                self.producer.produce(self.windows_topic, key=self.opts.park_id.encode(),
+                                      value=json.dumps([o.to_dict() for o in chunk]).encode())
+                self.producer.poll(0)
         for key, val in dead:
             self.stats.deadlettered += 1
             reason = json.loads(val)["reason"]
