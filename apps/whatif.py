@@ -27,9 +27,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
+import os
 import sys
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -126,7 +129,8 @@ def impacts(park: Any, notifications: list[dict[str, Any]]) -> list[dict[str, An
     return out
 
 
-def run(park_path: str | Path, w: WhatIf) -> dict[str, Any]:
+def run(park_path: str | Path, w: WhatIf, jobs: int = 1) -> dict[str, Any]:
+    """Baseline and changed run, compared; `jobs` 2 runs them in two processes."""
     from parkmon.park import build_park
 
     data = yaml.safe_load(Path(park_path).read_text(encoding="utf-8"))
@@ -138,9 +142,22 @@ def run(park_path: str | Path, w: WhatIf) -> dict[str, Any]:
         if isinstance(exc, WhatIfError):
             raise
         raise WhatIfError(exc.source, exc.problems) from None
+    if w.events:  # checked here, so a wrong event is reported before any run starts
+        from simulators.scenarios import parse_scenario
+
+        parse_scenario({"name": w.name, "park": changed_park.id, "events": w.events},
+                       source="events")
     t0 = time.perf_counter()
-    base = _run_one(base_park, [], w)
-    changed = _run_one(changed_park, w.events, w)
+    if jobs > 1:
+        # the two runs are independent: one process each (same seed, same results as in series)
+        ctx = multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
+        with ProcessPoolExecutor(2, mp_context=ctx) as ex:
+            fb = ex.submit(_run_one, base_park, [], w)
+            fc = ex.submit(_run_one, changed_park, w.events, w)
+            base, changed = fb.result(), fc.result()
+    else:
+        base = _run_one(base_park, [], w)
+        changed = _run_one(changed_park, w.events, w)
     return compare(w, base, changed, time.perf_counter() - t0)
 
 
@@ -182,6 +199,8 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--json", dest="json_out", help="write the comparison as JSON here ('-': stdout)")
     ap.add_argument("--html", help="write an HTML report here")
     ap.add_argument("--schema", action="store_true", help="print the scenario file's JSON Schema")
+    ap.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
+                    help="processes: 2 runs baseline and changed side by side (default on 2+ cores)")
     ap.add_argument("--list", action="store_true", help="list the shipped example scenarios")
     a = ap.parse_args(argv)
     if a.park and not a.scenario:  # `parkmon whatif SCENARIO` on the embedded park
@@ -204,7 +223,7 @@ def main(argv: list[str]) -> int:
         if a.hours is not None:
             upd["hours"] = a.hours
         w = w.model_copy(update=upd)
-        r = run(a.park or example_park_path("kalundborg"), w)
+        r = run(a.park or example_park_path("kalundborg"), w, jobs=a.jobs)
     except ParkFileError as exc:
         print(f"parkmon whatif: {exc.source}:\n" + "\n".join(f"  {p}" for p in exc.problems),
               file=sys.stderr)
