@@ -231,7 +231,10 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--follow", action="store_true", help="keep reading the events file")
     run.add_argument("--topic", help="Kafka topic (default parkmon.<park>.alerts)")
     run.add_argument("--metrics-port", type=int,
-                     help="serve Prometheus metrics on 127.0.0.1:PORT/metrics")
+                     help="serve Prometheus metrics on HOST:PORT/metrics (HOST: --metrics-host)")
+    run.add_argument("--metrics-host", default="127.0.0.1",
+                     help="address of the metrics endpoint (default 127.0.0.1; 0.0.0.0 in a "
+                          "container scraped by Prometheus)")
     run.add_argument("--exit-when-idle", action="store_true",
                      help="with a non-followed file: exit once everything is delivered or dead")
     st = sub.add_parser("status", help="print outbox counts and dead deliveries as JSON")
@@ -385,7 +388,7 @@ def _run(args: argparse.Namespace, settings: AlertsSettings, db: str) -> int:
 
     metrics = AlertMetrics(service.counters, lambda: Outbox(db, now_ms))
     if args.metrics_port is not None:
-        metrics.serve(args.metrics_port)
+        metrics.serve(args.metrics_port, host=args.metrics_host)
 
     def make_worker() -> DeliveryWorker:
         worker = service.make_worker(Outbox(db, now_ms))

@@ -187,7 +187,7 @@ def summarise(park: Any, pipe: Any, labels: list[Any], start_ms: int, end_ms: in
             "at": _fmt_ts(n.created_at_ms), "status": str(n.status), "reason": n.reason,
             "group": n.group_key,
             "alerts": [{"name": str(a.name), "state": str(a.state), "summary": a.summary,
-                        "labels": a.labels} for a in n.alerts],
+                        "labels": a.labels, "impact": a.impact} for a in n.alerts],
         })
     # per exchange, per base window: supplier outflow and consumer inflow (rate per hour)
     series: dict[str, dict[str, Any]] = {}

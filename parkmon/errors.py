@@ -28,6 +28,9 @@ class ParkFileError(ParkmonError):
         self.problems = list(problems)
         super().__init__(f"{source}: {len(problems)} problem(s)\n" + "\n".join(problems))
 
+    def __reduce__(self) -> tuple[type, tuple[str, list[str]]]:  # picklable across processes
+        return (type(self), (self.source, self.problems))
+
 
 class PayloadError(ParkmonError):
     """A payload or reading was rejected. `reason` is a stable reason code (see contracts.Reason)."""

@@ -59,6 +59,9 @@ class ScenarioError(ParkmonError):
         self.problems = list(problems)
         super().__init__(f"{source}: {len(problems)} problem(s)\n" + "\n".join(problems))
 
+    def __reduce__(self) -> tuple[type, tuple[str, list[str]]]:  # picklable across processes
+        return (type(self), (self.source, self.problems))
+
 
 def parse_duration_ms(text: str | int | float) -> int:
     """'90s' -> 90000, '30m' -> 1800000, '1.5h', '2d', 3600 (seconds) -> ms."""

@@ -32,8 +32,15 @@ assigned ones restore it from the changelog before the first reading is processe
 does not have faust-streaming's "partition never fetched after rebalance" problem (#629).
 
 Idle close (`idle_close_ms`): a partition's event time follows the wall clock only when it is
-caught up (the consumer reported end-of-partition after its last reading) and nothing arrived for
-`idle_close_ms`; a backlog, a replay after a restart or a stall on InfluxDB never counts as idle.
+caught up (its last processed offset + 1 reaches the partition's high watermark, nothing of it
+waits in the stash) and nothing arrived for `idle_close_ms`; a backlog, a replay after a restart
+or a stall on InfluxDB never counts as idle.
+
+No `enable.partition.eof`: with it, librdkafka >= 2.2 (2.12 here) moves the consumer position one
+past the end-of-partition pseudo-message, and a pause/resume while a partition is at its end
+(every InfluxDB outage pauses all partitions) then resumes one record too far: the next reading
+is skipped, never processed, its window missing (librdkafka #4844; found by the chaos soak,
+regression test tests/integration/test_streams_batch_pause.py).
 """
 
 from __future__ import annotations
@@ -69,6 +76,9 @@ log = logging.getLogger("parkmon.streams")
 
 META_KEY = "__partition__"  # changelog key of a partition's engine meta (meter ids are not this)
 KPI_META_KEY = "meta"
+
+
+WINDOWS_PER_MESSAGE = 1_000  # closed windows per message on the meter-windows topic (~300 B each)
 
 
 def group_id(opts: WorkerOptions) -> str:
@@ -133,6 +143,16 @@ def read_changelog(bootstrap: str, topic: str, partition: int,
         c.close()
 
 
+def consumer_config(opts: WorkerOptions, group: str) -> dict[str, Any]:
+    """The worker's consumers: manual commits of processed offsets only, and no
+    `enable.partition.eof` (librdkafka #4844, see the module docstring)."""
+    return {"bootstrap.servers": opts.bootstrap, "group.id": group, "enable.auto.commit": False,
+            "enable.auto.offset.store": False, "auto.offset.reset": "earliest",
+            "session.timeout.ms": int(opts.session_timeout_s * 1000),
+            "heartbeat.interval.ms": int(max(1.0, opts.session_timeout_s / 10) * 1000),
+            "enable.partition.eof": False}
+
+
 class BatchWorker:
     def __init__(self, opts: WorkerOptions, model: KpiModel, sink: InfluxSink,
                  now_ms: Callable[[], int] = lambda: int(time.time() * 1000),
@@ -154,18 +174,11 @@ class BatchWorker:
         self.engines: dict[int, WindowEngine] = {}
         self.done_offset: dict[int, int] = {}  # partition -> last offset whose effect is saved
         self.last_seen: dict[int, int] = {}  # partition -> wall clock of last reading / advance
-        self.caught_up: dict[int, bool] = {}  # end of partition reached since the last reading
         self.agg: KpiAggregator | None = None  # while we own the meter-windows partition
         self.kpi_windows_saved: set[int] = set()
         g = group_id(opts)
-        common = {"bootstrap.servers": opts.bootstrap, "enable.auto.commit": False,
-                  "enable.auto.offset.store": False, "auto.offset.reset": "earliest",
-                  "session.timeout.ms": int(opts.session_timeout_s * 1000),
-                  "heartbeat.interval.ms": int(max(1.0, opts.session_timeout_s / 10) * 1000),
-                  "enable.partition.eof": True}
-        self.consumer = Consumer({**common, "group.id": g})
-        self.kpi_consumer = Consumer({**common, "group.id": f"{g}-kpis"}) if opts.kpis \
-            else None
+        self.consumer = Consumer(consumer_config(opts, g))
+        self.kpi_consumer = Consumer(consumer_config(opts, f"{g}-kpis")) if opts.kpis else None
         self.producer = Producer({"bootstrap.servers": opts.bootstrap, "acks": "all",
                                   "enable.idempotence": True, "linger.ms": 5,
                                   "compression.type": "lz4"})
@@ -182,7 +195,6 @@ class BatchWorker:
         for tp in tps:
             if self.engines.pop(tp.partition, None) is not None:
                 log.info("partition %d: engine dropped on rebalance", tp.partition)
-            self.caught_up.pop(tp.partition, None)
 
     def _restore(self, p: int) -> None:
         state = read_changelog(self.opts.bootstrap, self.meter_cl, p)
@@ -198,7 +210,6 @@ class BatchWorker:
                  len(state), eng.watermark_ms, self.done_offset[p])
         self.engines[p] = eng
         self.last_seen[p] = self.now_ms()
-        self.caught_up[p] = False
 
     def _on_kpi_assign(self, consumer: Any, tps: list[TopicPartition]) -> None:
         if not tps:
@@ -236,8 +247,6 @@ class BatchWorker:
         finally:
             if paused:
                 self._pause_all(False)
-                for p in self.caught_up:  # what queued up meanwhile must arrive first
-                    self.caught_up[p] = False
 
     def _pause_all(self, pause: bool) -> None:
         for c in (self.consumer, self.kpi_consumer):
@@ -306,8 +315,13 @@ class BatchWorker:
             self.stats.windows_written += len(live)
             done = time.monotonic()
             self.stats.close_to_stored_s.extend(done - t for t in closed_at)
-            self.producer.produce(self.windows_topic, key=self.opts.park_id.encode(),
-                                  value=json.dumps([o.to_dict() for o in live]).encode())
+            # in chunks: a backlog closes many windows in one batch, and one message holding
+            # all of them outgrew Kafka's message.max.bytes (1 MB) at 200 meters (issue 12)
+            for i in range(0, len(live), WINDOWS_PER_MESSAGE):
+                chunk = live[i:i + WINDOWS_PER_MESSAGE]
+                self.producer.produce(self.windows_topic, key=self.opts.park_id.encode(),
+                                      value=json.dumps([o.to_dict() for o in chunk]).encode())
+                self.producer.poll(0)
         for key, val in dead:
             self.stats.deadlettered += 1
             reason = json.loads(val)["reason"]
@@ -329,8 +343,6 @@ class BatchWorker:
             err = m.error()
             if err is not None:
                 if err.code() == KafkaError._PARTITION_EOF:
-                    if m.partition() in self.caught_up:
-                        self.caught_up[m.partition()] = True
                     continue
                 log.warning("consumer: %s", err)
                 continue
@@ -341,7 +353,6 @@ class BatchWorker:
             used[p] = eng
             self.stats.readings += 1
             self.last_seen[p] = now
-            self.caught_up[p] = False
             off = m.offset()
             commit[p] = off
             if off <= self.done_offset[p]:
@@ -365,6 +376,21 @@ class BatchWorker:
                                      for p, o in commit.items() if owned(p)])
         self.stats.flushes += 1
 
+    def caught_up(self, p: int) -> bool:
+        """Every record partition `p` holds is processed: the last processed offset + 1 reaches
+        the high watermark (librdkafka's cached value, refreshed by every fetch response, also
+        the empty ones at the tail), and none of its records waits in the stash."""
+        if any(m.partition() == p for m in self._stash):
+            return False
+        tp = TopicPartition(self.readings_topic, p)
+        try:
+            _lo, hi = self.consumer.get_watermark_offsets(tp, cached=True)
+            if hi < 0:  # nothing fetched yet: ask the broker
+                _lo, hi = self.consumer.get_watermark_offsets(tp, timeout=2.0)
+        except KafkaException:
+            return False
+        return self.done_offset.get(p, -1) + 1 >= hi
+
     def idle_close(self) -> None:
         idle = self.opts.idle_close_ms
         if idle is None:
@@ -374,8 +400,8 @@ class BatchWorker:
         touched = []
         for p, eng in self.engines.items():
             since = self.last_seen.get(p)
-            if (eng.watermark_ms is None or since is None or not self.caught_up.get(p)
-                    or now - since < idle):
+            if (eng.watermark_ms is None or since is None or now - since < idle
+                    or not self.caught_up(p)):
                 continue
             for o in eng.advance(eng.watermark_ms + (now - since)):
                 if isinstance(o, WindowResult):

@@ -22,7 +22,7 @@ import sys
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -456,17 +456,18 @@ def credits_add_up(kpis: dict[PointKey, dict[str, Any]]) -> int:
     return len(park)
 
 
-def recount_messages(park: Any, messages: list[Any]) -> dict[tuple[str, int], float]:
+def recount_messages(park: Any, messages: list[Any],
+                     exclude: Collection[tuple[str, int]] = ()) -> dict[tuple[str, int], float]:
     """Expected quantity per (meter, minute window start) from the published readings: canonical
     value, once per (meter, seq); counters: increase over (previous reading, reading] (a drop is a
     roll-over at the register limit when the previous value was in its upper half, else a reset
     to zero), rates: trapezoid (quantity per hour x hours); attributed to the later reading's
-    window."""
+    window. `exclude`: (meter, ts_ms) of readings left out (dead-lettered as late by the workers)."""
     seen: set[tuple[str, int]] = set()
     series: dict[str, list[tuple[int, float]]] = defaultdict(list)
     for msg in messages:
         for r in msg.readings or ():
-            if (r.meter, r.seq) in seen:
+            if (r.meter, r.seq) in seen or (r.meter, r.ts_ms) in exclude:
                 continue
             seen.add((r.meter, r.seq))
             m = park.meter(r.meter)
