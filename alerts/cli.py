@@ -10,7 +10,8 @@ Configuration comes from the environment (prefix PARKMON_ALERTS_, see docs/alert
     PARKMON_ALERTS_PARK=park.yaml   PARKMON_ALERTS_DB=/var/lib/parkmon/alerts.sqlite
     PARKMON_ALERTS_ENDPOINTS='[{"name":"ops","url":"https://ops.example/hooks/parkmon"},
                                {"name":"chat","url":"https://chat.example/am","format":"alertmanager"}]'
-    PARKMON_ALERTS_SECRET_OPS=whsec_...       (one secret per endpoint, from the environment only)
+    PARKMON_ALERTS_SECRET_OPS=whsec_...       (per endpoint, from the environment only; during a
+                                               rotation "whsec_new whsec_old": each one signs)
     PARKMON_ALERTS_ALLOW_LOOPBACK=1 / _ALLOW_PRIVATE=1 / _ALLOW_LINK_LOCAL=1   (SSRF guard opt-ins)
     PARKMON_ALERTS_INFLUX=1 (+ PARKMON_INFLUX_URL/ORG/BUCKET/TOKEN): alert annotations in InfluxDB
 
@@ -85,21 +86,30 @@ def secret_env_name(endpoint_name: str) -> str:
     return "PARKMON_ALERTS_SECRET_" + re.sub(r"[^A-Za-z0-9]", "_", endpoint_name).upper()
 
 
+def parse_secrets(value: str) -> list[str]:
+    """The secrets of one PARKMON_ALERTS_SECRET_<NAME> value: one, or several separated by spaces
+    or commas while a rotation is under way (every one signs each message)."""
+    return [s for s in re.split(r"[\s,]+", value.strip()) if s]
+
+
 def build_endpoints(settings: AlertsSettings, env: dict[str, str] | None = None) -> list[Endpoint]:
     env = dict(os.environ if env is None else env)
     out = []
     for spec in settings.endpoints:
         var = secret_env_name(spec.name)
-        secret = env.get(var)
-        if not secret:
+        secrets = parse_secrets(env.get(var, ""))
+        if not secrets:
             raise ConfigError(f"endpoint {spec.name!r}: set its signing secret in {var} "
-                              "(a Standard Webhooks secret 'whsec_<base64>')")
+                              "(a Standard Webhooks secret 'whsec_<base64>'; during a rotation "
+                              "two, space-separated)")
         try:
-            out.append(Endpoint(name=spec.name, url=spec.url, secret=SecretStr(secret), format=spec.format,
-                                timeout_s=spec.timeout_s))
+            out.append(Endpoint(name=spec.name, url=spec.url, secret=SecretStr(secrets[0]),
+                                extra_secrets=tuple(SecretStr(s) for s in secrets[1:]),
+                                format=spec.format, timeout_s=spec.timeout_s))
         except ValidationError as exc:
+            # e['msg'] only: pydantic's own str(exc) would print the input, i.e. the secret
             problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-            raise ConfigError(f"endpoint {spec.name!r}: {problems}") from None
+            raise ConfigError(f"endpoint {spec.name!r} ({var}): {problems}") from None
     return out
 
 

@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "ledger": ("streams.ledger_cli:main", "verify, export, sync or sign the tamper-evident exchange ledger"),
     "report": ("apps.control_report:main", "HTML control-room snapshot from a live InfluxDB for a time range"),
     "edge": ("apps.edge.service:main", "run the whole monitor in one process on live MQTT, writing to InfluxDB"),
+    "influx-tokens": ("apps.influx_tokens:main", "create least-privilege InfluxDB tokens per service"),
 }
 
 

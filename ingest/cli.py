@@ -88,6 +88,10 @@ def main(argv: list[str]) -> int:
     mq = mq.model_copy(update=mq_over)
     setup_logging(gw.log_level)
     log = logging.getLogger("parkmon.gateway")
+    # JSON mode renders SecretStr as "**********": the effective settings, never a secret
+    log.debug("settings", extra={"event": "settings", "mqtt": mq.model_dump(mode="json"),
+                                 "kafka": kafka.model_dump(mode="json"),
+                                 "gateway": gw.model_dump(mode="json")})
     from parkmon.cliutil import load_park_or_explain
 
     park = load_park_or_explain("gateway", gw.park_file, "PARKMON_GATEWAY_PARK_FILE")

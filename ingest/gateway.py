@@ -21,6 +21,7 @@ wait until every in-flight message is acknowledged (up to `drain_timeout_s`), di
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import logging
@@ -253,15 +254,18 @@ class Gateway:
             with_cb = set(last.values())
             for i, (key, value) in enumerate(to_send):
                 out.produce(readings_topic, value, key, cb if i in with_cb else None)
+        batch_sha: str | None = None
         for rj in res.rejections:
             if res.items is not None and rj.index is not None:
                 raw = _item_bytes(res.items, rj.index, payload)
                 whole: bytes | None = payload
+                if batch_sha is None:  # once per message, not once per bad reading
+                    batch_sha = hashlib.sha256(payload).hexdigest()
             else:
                 raw, whole = payload, None
             rec = deadletter_record(raw=raw, reason=rj.reason.value, message=rj.message,
                                     mqtt_topic=topic, received_ms=received_ms, index=rj.index,
-                                    meter=rj.meter, whole_payload=whole,
+                                    meter=rj.meter, whole_payload=whole, whole_sha256=batch_sha,
                                     gateway=self._gateway_id)
             out.produce(self.topics.deadletter, rec, (rj.meter or topic).encode(), cb)
             m.rejected[rj.reason.value] += 1

@@ -167,4 +167,8 @@ class MqttIn:
             self._on_conn_change(False)
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
-        self._handler(msg.topic, bytes(msg.payload), msg.mid, msg.qos, self.generation)
+        # `msg.topic` raises on a topic that is not UTF-8, and an exception in this callback would
+        # end paho's loop: decode leniently instead (the validator then refuses it `wrong_topic`).
+        # Mosquitto itself disconnects a client publishing such a topic; this is the second line.
+        topic = msg._topic.decode("utf-8", "backslashreplace")
+        self._handler(topic, bytes(msg.payload), msg.mid, msg.qos, self.generation)

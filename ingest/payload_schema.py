@@ -27,6 +27,14 @@ _REQUIRED = ("meter", "ts_ms", "value", "unit")
 _QUALITY = ("good", "uncertain", "bad")
 _BATCH_KEYS = frozenset({"v", "source", "readings"})
 MAX_BATCH = 10_000
+#: ts_ms and seq are signed 64-bit integers (the schema's "maximum"): what Kafka consumers in other
+#: languages, SQLite and InfluxDB hold; a 4,000-digit seq would otherwise travel downstream.
+MAX_INT64 = 2**63 - 1
+
+
+def meter_id_ok(x: object) -> bool:
+    """A string that may be a meter id (the schema's pattern): safe as a Kafka key and in logs."""
+    return type(x) is str and _METER_RE.fullmatch(x) is not None
 
 
 def _is_integer(x: object) -> bool:
@@ -65,7 +73,8 @@ def reading_ok(r: object) -> bool:
     if type(meter) is not str or _METER_RE.fullmatch(meter) is None:
         return False
     t = type(ts)
-    if not ((t is int and ts >= 0) or (t is float and ts >= 0 and ts.is_integer())):
+    if not ((t is int and 0 <= ts <= MAX_INT64)
+            or (t is float and 0 <= ts <= MAX_INT64 and ts.is_integer())):
         return False
     t = type(value)
     if t is not float and t is not int:
@@ -76,7 +85,8 @@ def reading_ok(r: object) -> bool:
         if "seq" in r:
             seq = r["seq"]
             t = type(seq)
-            if not ((t is int and seq >= 0) or (t is float and seq >= 0 and seq.is_integer())):
+            if not ((t is int and 0 <= seq <= MAX_INT64)
+                    or (t is float and 0 <= seq <= MAX_INT64 and seq.is_integer())):
                 return False
         if "quality" in r and r["quality"] not in _QUALITY:
             return False

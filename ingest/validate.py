@@ -252,8 +252,10 @@ class Validator:
         reason, message = out  # type: ignore[misc]
         meter_id = r.get("meter") if type(r) is dict else None
         where = "" if index is None else f"reading {index}: "
+        # only a well-formed id becomes the dead-letter record's key and `meter` field: a 1 MB
+        # string would make the record too large for Kafka, a lone surrogate is not encodable
         res.rejections.append(Rejection(reason, where + message, index,
-                                        meter_id if type(meter_id) is str else None))
+                                        meter_id if ps.meter_id_ok(meter_id) else None))
 
     def _check(self, res: ValidationResult, r: Any, enterprise: str,
                now: int) -> Reading | tuple[Reason, str]:
@@ -292,7 +294,12 @@ class Validator:
         if type(conv) is UnitConversionError:
             return conv.reason, f"meter {meter_id!r}: {conv}"
         factor, offset = conv  # type: ignore[misc]
-        value = r["value"] * factor + offset
+        try:
+            value = r["value"] * factor + offset
+        except OverflowError:  # an integer beyond the float range (JSON allows 4,300 digits)
+            return (Reason.NOT_FINITE,
+                    f"value is an integer of {len(str(abs(r['value'])))} digits, beyond the "
+                    f"range of a 64-bit float; only finite numbers are accepted")
         if not math.isfinite(value):
             return (Reason.NOT_FINITE,
                     f"value {r['value']!r} {unit} is not finite in {canonical}")

@@ -22,6 +22,7 @@ strings is computed once with pint and cached: converting a reading is one multi
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Literal
@@ -102,10 +103,43 @@ def _dimensionalities() -> dict[str, tuple[Dimension, bool]]:
     return _DIMENSIONALITIES
 
 
+#: the unit strings handed to pint: names (``MWh``, ``m3``, ``t``), numbers, ``*``, ``/``,
+#: parentheses, spaces, and integer exponents of at most two digits (``m**3``, ``h^-1``) directly
+#: after a name or a number. pint evaluates a unit string as an arithmetic expression with Python
+#: numbers, so ``9**9**9**9`` (10 characters) would compute a power tower and never return; an
+#: exponent after another exponent or after ``)`` is refused for the same reason.
+_UNIT_TOKEN = re.compile(r"\s+|(?P<name>[^\W\d]\w*)|(?P<num>(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d{1,3})?)"
+                         r"|(?P<pow>(?:\*\*|\^)\s*[+-]?\d{1,2})(?!\d)|(?P<op>\*(?!\*)|[/()])")
+_UNIT_MAX_CHARS = 64
+
+
+def _unit_syntax_problem(unit: str) -> str | None:
+    """Why `unit` is not safe to hand to pint (None when it is)."""
+    if len(unit) > _UNIT_MAX_CHARS:
+        return f"longer than {_UNIT_MAX_CHARS} characters"
+    pos, prev = 0, ""
+    while pos < len(unit):
+        m = _UNIT_TOKEN.match(unit, pos)
+        if m is None:
+            return f"unexpected character {unit[pos]!r} at position {pos}"
+        kind = m.lastgroup or ""
+        if kind == "pow" and prev not in ("name", "num"):
+            return "an exponent must follow a unit name or a number (no towers, no (...)**n)"
+        if kind:
+            prev = kind
+        pos = m.end()
+    return None
+
+
 def _parse(unit: str) -> Any:
     ureg = registry()
     if not isinstance(unit, str) or not unit.strip():
         raise UnknownUnitError(f"unit {unit!r} is empty; expected e.g. 'MWh', 't', 'm3', 't/h'")
+    problem = _unit_syntax_problem(unit)
+    if problem is not None:
+        raise UnknownUnitError(f"unit {unit[:_UNIT_MAX_CHARS]!r} is not a unit expression parkmon "
+                               f"accepts: {problem}; expected e.g. 'MWh', 'GJ', 't', 'm3', 't/h', "
+                               "'m**3/h'")
     try:
         q = ureg.Quantity(1, unit.strip())
     except Exception as exc:  # pint raises several error types (UndefinedUnitError, syntax errors)

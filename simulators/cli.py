@@ -207,7 +207,8 @@ def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     pub = MqttPublisher(park.id, host, port, qos=args.qos, batch=args.batch, client_id=args.client_id,
                         username=settings.username,
                         password=settings.password.get_secret_value() if settings.password else None,
-                        credentials_for=credentials_for)
+                        credentials_for=credentials_for, tls=settings.tls,
+                        tls_ca=settings.tls_ca)
     pub.connect()
     print(f"publishing park {park.id!r} ({len(park.meters)} meters) to {host}:{port} "
           f"qos {args.qos}, batch {args.batch}, speed {args.speed}, seed {seed}, start "

@@ -57,11 +57,14 @@ class MqttPublisher:
                  batch: int = 1, client_id: str | None = None, username: str | None = None,
                  password: str | None = None, max_inflight: int = 1000, max_queued: int = 20000,
                  credentials_for: Callable[[str], tuple[str, str]] | None = None,
+                 tls: bool = False, tls_ca: str | None = None,
                  clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], None] = time.sleep) -> None:
         """`credentials_for(enterprise) -> (username, password)` switches to one MQTT connection
         per enterprise, as real devices have (needed with a per-enterprise ACL); otherwise one
-        connection (optionally with `username`/`password`) publishes for every enterprise."""
+        connection (optionally with `username`/`password`) publishes for every enterprise.
+        `tls`: connect over TLS, verifying the broker's certificate against `tls_ca` (a CA file;
+        None: the system's CAs)."""
         if batch < 1 or batch > 10000:
             raise ValueError(f"batch must be 1..10000 readings per message (payload schema), got {batch}")
         if qos not in (0, 1, 2):
@@ -72,6 +75,7 @@ class MqttPublisher:
         self._clock, self._sleep = clock, sleep
         self._username, self._password = username, password
         self._credentials_for = credentials_for
+        self._tls, self._tls_ca = tls, tls_ca
         self._max_inflight, self._max_queued = max_inflight, max_queued
         self._clients: dict[str | None, mqtt.Client] = {}
         self._connected: dict[str | None, threading.Event] = {}
@@ -95,6 +99,8 @@ class MqttPublisher:
         elif key is not None and self._credentials_for is not None:
             user, pw = self._credentials_for(key)
             client.username_pw_set(user, pw)
+        if self._tls:
+            client.tls_set(ca_certs=self._tls_ca)  # certificate and host name verified
         client.max_inflight_messages_set(self._max_inflight)
         client.max_queued_messages_set(self._max_queued)
         event = threading.Event()

@@ -31,6 +31,15 @@ import pytest
 
 KEEP_ENV = "PARKMON_KEEP_SERVICES"
 
+#: The checkout these tests belong to. Child processes (`python -m apps.cli gateway ...`) started
+#: with another working directory would otherwise import whatever checkout the virtualenv's
+#: editable install points at (a worktree's tests would run another tree's code): put this one
+#: first on their path.
+REPO_ROOT = Path(__file__).resolve().parents[1]
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    [str(REPO_ROOT), *[p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep)
+                       if p and Path(p).resolve() != REPO_ROOT]])
+
 
 def _keep() -> bool:
     return os.environ.get(KEEP_ENV, "").strip().lower() in ("1", "true", "yes")

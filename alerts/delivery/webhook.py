@@ -3,9 +3,13 @@
 Each attempt:
 1. checks the target with the SSRF policy (resolving the host now) and connects to the checked
    address (Host header and TLS SNI keep the original name), never following redirects;
-2. signs `webhook-id.webhook-timestamp.body` with the endpoint secret (`whsec_...`); the id is the
-   outbox idempotency key and stays the same on every retry, the timestamp is the time of the
-   attempt (receivers enforce a tolerance, so a message retried after an outage still verifies);
+2. signs `webhook-id.webhook-timestamp.body` with every active secret of the endpoint
+   (`whsec_...`; several during a rotation: `webhook-signature: v1,<sig new> v1,<sig old>`, and a
+   Standard Webhooks receiver accepts the message if any one verifies); the id is the outbox
+   idempotency key and stays the same on every retry, the timestamp is the time of the attempt
+   (receivers enforce a tolerance, so a message retried after an outage still verifies). Secrets
+   are read at each attempt, never stored in the outbox: a message queued before a rotation is
+   signed with the secrets configured when it is finally sent;
 3. classifies the result:
    2xx                              -> delivered
    408, 429, 5xx, timeout, network  -> retry with exponential backoff and jitter; a Retry-After of a
@@ -18,9 +22,10 @@ All I/O goes through one httpx transport, injectable for tests (httpx.MockTransp
 
 from __future__ import annotations
 
+import base64
 import email.utils
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -40,28 +45,66 @@ class PayloadFormat(StrEnum):
     ALERTMANAGER = "alertmanager"
 
 
+#: signatures per message at most (the header stays small; a rotation needs two)
+MAX_SECRETS = 5
+
+
+#: shortest signing key accepted, in bytes after base64 decoding (128 bits; Standard Webhooks
+#: suggests 24 to 64 random bytes)
+MIN_SECRET_BYTES = 16
+
+
+def _check_whsec(v: SecretStr) -> SecretStr:
+    """A `whsec_<base64>` secret of at least MIN_SECRET_BYTES. Strict base64: the library itself
+    skips invalid characters, so `whsec_%%secret%%` would silently become a short key. Error
+    messages never contain the value."""
+    raw = v.get_secret_value()
+    if not raw.startswith("whsec_"):
+        raise ValueError("webhook secret must be a Standard Webhooks secret 'whsec_<base64>'")
+    body = raw.removeprefix("whsec_")
+    try:
+        key = base64.b64decode(body + "=" * (-len(body) % 4), validate=True)
+        Webhook(raw)
+    except Exception as exc:
+        raise ValueError(f"webhook secret is not valid base64 after 'whsec_' "
+                         f"({type(exc).__name__})") from None
+    if len(key) < MIN_SECRET_BYTES:
+        raise ValueError(f"webhook secret is too short: {len(key)} bytes after base64 decoding, "
+                         f"at least {MIN_SECRET_BYTES} (e.g. 'whsec_' + base64 of 24 random "
+                         "bytes: python -c \"import base64,os;print('whsec_'+base64.b64encode("
+                         "os.urandom(24)).decode())\")")
+    return v
+
+
 class Endpoint(BaseModel):
-    """One operator endpoint. The secret comes from the environment, never from a file."""
+    """One operator endpoint. Secrets come from the environment, never from a file.
+
+    `secret` signs every message; `extra_secrets` also sign while a rotation is under way (the
+    new secret is added, receivers switch, the old one is removed: see docs/operations.md)."""
 
     model_config = ConfigDict(frozen=True)
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     url: str
     secret: SecretStr
+    extra_secrets: tuple[SecretStr, ...] = Field(default=(), max_length=MAX_SECRETS - 1)
     format: PayloadFormat = PayloadFormat.PARKMON
     timeout_s: float = Field(default=10.0, gt=0)
 
     @field_validator("secret")
     @classmethod
     def _whsec(cls, v: SecretStr) -> SecretStr:
-        raw = v.get_secret_value()
-        if not raw.startswith("whsec_"):
-            raise ValueError("webhook secret must be a Standard Webhooks secret 'whsec_<base64>'")
-        try:
-            Webhook(raw)
-        except Exception as exc:
-            raise ValueError(f"webhook secret is not valid base64 after 'whsec_': {exc}") from exc
-        return v
+        return _check_whsec(v)
+
+    @field_validator("extra_secrets")
+    @classmethod
+    def _whsecs(cls, v: tuple[SecretStr, ...]) -> tuple[SecretStr, ...]:
+        return tuple(_check_whsec(s) for s in v)
+
+    @property
+    def secrets(self) -> tuple[SecretStr, ...]:
+        """Every active signing secret, the primary first."""
+        return (self.secret, *self.extra_secrets)
 
 
 class RetryPolicy(BaseModel):
@@ -112,11 +155,16 @@ def parse_retry_after(value: str | None, now_ms: int) -> int | None:
     return max(0, int(when.timestamp() * 1000) - now_ms)
 
 
-def sign_headers(secret: str, msg_id: str, timestamp_s: int, body: bytes) -> dict[str, str]:
-    """The three Standard Webhooks headers for one attempt."""
-    wh = Webhook(secret)
+def sign_headers(secret: str | Sequence[str], msg_id: str, timestamp_s: int, body: bytes
+                 ) -> dict[str, str]:
+    """The three Standard Webhooks headers for one attempt, signed with one secret or with each of
+    several (space-separated `v1,<sig>` entries, in the order given, repeats signed once)."""
+    secrets = [secret] if isinstance(secret, str) else list(dict.fromkeys(secret))
+    if not secrets:
+        raise ValueError("no signing secret")
     ts = datetime.fromtimestamp(timestamp_s, tz=UTC)
-    signature = wh.sign(msg_id=msg_id, timestamp=ts, data=body.decode())
+    data = body.decode()
+    signature = " ".join(Webhook(s).sign(msg_id=msg_id, timestamp=ts, data=data) for s in secrets)
     return {"webhook-id": msg_id, "webhook-timestamp": str(timestamp_s),
             "webhook-signature": signature}
 
@@ -154,8 +202,8 @@ class WebhookSender:
                 extensions["sni_hostname"] = target.host
         headers = {"content-type": "application/json", "user-agent": USER_AGENT,
                    "host": host_header,
-                   **sign_headers(self.endpoint.secret.get_secret_value(), msg.webhook_id,
-                                  now // 1000, msg.body)}
+                   **sign_headers([s.get_secret_value() for s in self.endpoint.secrets],
+                                  msg.webhook_id, now // 1000, msg.body)}
         try:
             request = self._client.build_request("POST", url, content=msg.body, headers=headers,
                                                  extensions=extensions)

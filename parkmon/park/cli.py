@@ -1,4 +1,6 @@
-"""`parkmon park check FILE`, `parkmon park show FILE`, `parkmon park generate -o FILE`.
+"""`parkmon park check FILE`, `parkmon park show FILE`, `parkmon park generate -o FILE`,
+`parkmon park acl FILE... [-o ACL]` (Mosquitto ACL: each enterprise's devices publish only on their
+own readings topic, the gateway reads them all; see parkmon/park/acl.py).
 
 Exit codes: 0 valid, 2 invalid file or bad usage (one line per problem on stderr, no traceback).
 """
@@ -85,6 +87,33 @@ def _generate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     return 0
 
 
+def _acl(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from parkmon.park.acl import mosquitto_acl
+
+    parks = []
+    for path in args.files:
+        try:
+            parks.append(load_park(path))
+        except ParkFileError as exc:
+            print(f"{path}: {len(exc.problems)} problem(s)", file=err)
+            for line in exc.problems:
+                print(f"  {line}", file=err)
+            return 2
+    try:
+        text = mosquitto_acl(parks, gateway_user=args.gateway_user,
+                             device_user_template=args.device_user)
+    except (ValueError, KeyError) as exc:
+        print(f"parkmon park acl: {exc}", file=err)
+        return 2
+    if args.output == "-":
+        out.write(text)
+    else:
+        with open(args.output, "w", encoding="utf-8") as f:
+            f.write(text)
+        print(f"{args.output}: ACL for {', '.join(p.id for p in parks)}", file=err)
+    return 0
+
+
 def main(argv: list[str] | None = None, out: TextIO | None = None, err: TextIO | None = None) -> int:
     out = out or sys.stdout
     err = err or sys.stderr
@@ -98,12 +127,22 @@ def main(argv: list[str] | None = None, out: TextIO | None = None, err: TextIO |
     gen.add_argument("--seed", type=int, default=0)
     gen.add_argument("--id", dest="park_id", help="park id (default synthetic<N>x<M>)")
     gen.add_argument("-o", "--output", required=True, help="file to write ('-' for stdout)")
+    acl = sub.add_parser("acl", help="write a Mosquitto ACL file from park files")
+    acl.add_argument("files", nargs="+", metavar="FILE")
+    acl.add_argument("--gateway-user", default="gateway",
+                     help="MQTT user of parkmon gateway / edge: reads every readings topic")
+    acl.add_argument("--device-user", default="dev_{enterprise}",
+                     help="MQTT user of an enterprise's devices ({enterprise}, {park}); "
+                          "default dev_{enterprise}")
+    acl.add_argument("-o", "--output", default="-", help="file to write (default '-': stdout)")
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:
         return 0 if exc.code == 0 else 2
     if args.action == "generate":
         return _generate(args, out, err)
+    if args.action == "acl":
+        return _acl(args, out, err)
     try:
         park = load_park(args.file)
     except ParkFileError as exc:

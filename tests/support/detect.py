@@ -25,7 +25,7 @@ from parkmon.contracts import Reading, mqtt_topic
 from simulators.fleet import SimReading, run_scenario
 from simulators.scenarios import Label, Scenario, parse_scenario
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]  # the checkout (not tests/)
 
 
 def scenario(events: list[dict[str, Any]], duration: str, seed: int = 11,

@@ -27,7 +27,7 @@ from confluent_kafka import Consumer, TopicPartition
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]  # the checkout (not tests/)
 
 
 def free_port() -> int:

@@ -78,7 +78,7 @@ class WorkerProcess:
     def start(self) -> WorkerProcess:
         log = open(self.log_path, "ab")  # noqa: SIM115  (kept open by the child)
         self.proc = subprocess.Popen(self.args, stdout=log, stderr=subprocess.STDOUT,
-                                     env=self.env, cwd=Path(__file__).resolve().parents[1])
+                                     env=self.env, cwd=Path(__file__).resolve().parents[2])
         log.close()
         return self
 
