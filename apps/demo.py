@@ -191,15 +191,21 @@ def summarise(park: Any, pipe: Any, labels: list[Any], start_ms: int, end_ms: in
         })
     # per exchange, per base window: supplier outflow and consumer inflow (rate per hour)
     series: dict[str, dict[str, Any]] = {}
+    by_meter: dict[str, list[tuple[int, Any]]] = {}  # one pass, not one per exchange
+    for (m, w), r in pipe.windows.items():
+        by_meter.setdefault(m, []).append((w, r))
     for x in park.exchanges:
-        starts = sorted({w for (m, w) in pipe.windows if m in x.suppliers})
-        sup = {w: 0.0 for w in starts}
+        sup: dict[int, float] = {}
+        for m in x.suppliers:
+            for w, r in by_meter.get(m, ()):
+                sup[w] = sup.get(w, 0.0) + r.rate_per_h
+        starts = sorted(sup)
         con = {w: 0.0 for w in starts}
-        for (m, w), r in pipe.windows.items():
-            if w in sup:
-                if m in x.suppliers:
-                    sup[w] += r.rate_per_h
-                elif m in x.consumers:
+        for m in x.consumers:
+            if m in x.suppliers:
+                continue
+            for w, r in by_meter.get(m, ()):
+                if w in con:
                     con[w] += r.rate_per_h
         series[x.id] = {"material": x.material or x.carrier, "unit": f"{x.quantity_unit}/h",
                         "t": [_fmt_ts(w) for w in starts],
