@@ -97,7 +97,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                                "(a 'whsec_...' value)")
         from pydantic import SecretStr
 
-        endpoints = [Endpoint(name=f"hook{i}", url=u, secret=SecretStr(secret))
+        from alerts.cli import parse_secrets
+
+        first, *more = parse_secrets(secret)  # several during a rotation: each one signs
+        endpoints = [Endpoint(name=f"hook{i}", url=u, secret=SecretStr(first),
+                              extra_secrets=tuple(SecretStr(m) for m in more))
                      for i, u in enumerate(args.webhook)]
     workdir = tempfile.mkdtemp(prefix="parkmon-demo-")
     kw: dict[str, Any] = {}

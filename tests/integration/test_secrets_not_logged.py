@@ -39,7 +39,7 @@ MQTT_PASSWORD = f"mqtt-pw-SECRET-{TAG}"
 INFLUX_TOKEN = f"influx-token-SECRET-{TAG}"
 WEBHOOK_RAW = f"webhook-raw-SECRET-{TAG}-0123456".encode()
 WEBHOOK_SECRET = "whsec_" + base64.b64encode(WEBHOOK_RAW).decode()
-BAD_WEBHOOK_SECRET = f"whsec_bad{TAG}"  # 11 base64 characters: not decodable
+BAD_WEBHOOK_SECRET = f"whsec_bad{TAG}"  # decodes to 8 bytes: refused as too short
 NEEDLES = (MQTT_PASSWORD, INFLUX_TOKEN, WEBHOOK_SECRET, WEBHOOK_SECRET.removeprefix("whsec_"),
            WEBHOOK_RAW.decode(), BAD_WEBHOOK_SECRET.removeprefix("whsec_"))
 

@@ -161,3 +161,25 @@ def test_child_processes_import_this_checkout(tmp_path: Path):
     out = subprocess.run([sys.executable, "-c", "import ingest; print(ingest.__file__)"],
                          cwd=tmp_path, capture_output=True, text=True, check=True).stdout
     assert Path(out.strip()).resolve().is_relative_to(root)
+
+
+def test_a_topic_that_is_not_utf8_reaches_the_validator_instead_of_ending_paho_loop():
+    """paho's `msg.topic` raises on invalid UTF-8, and an exception in on_message ends paho's
+    network loop. Mosquitto disconnects such publishers itself; the gateway decodes leniently
+    anyway, so the message is refused `wrong_topic` like any other foreign topic."""
+    import paho.mqtt.client as mqtt
+
+    from ingest.mqtt_in import MqttIn
+    from parkmon.config import MqttSettings
+
+    seen: list[str] = []
+    mq = MqttIn(MqttSettings(), GatewaySettings(), "parkmon/gwtest/+/readings",
+                lambda topic, payload, mid, qos, gen: seen.append(topic))
+    msg = mqtt.MQTTMessage(mid=1, topic=b"parkmon/gwtest/\xff\xfe/readings")
+    msg.payload = b"{}"
+    mq._on_message(mq._client, None, msg)
+    assert seen == ["parkmon/gwtest/\\xff\\xfe/readings"]
+    gw, out = gateway()
+    gw.handle(seen[0], b"{}", 1, 1, 0)
+    [(_t, _k, value)] = out.records
+    assert json.loads(value)["reason"] == Reason.WRONG_TOPIC.value
