@@ -53,8 +53,13 @@ def _fetch_locked(home: Path, version: str) -> None:
 
 
 def random_cluster_id() -> str:
-    """Kafka's Uuid string form: url-safe base64 of 16 random bytes, no padding."""
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+    """Kafka's Uuid string form: url-safe base64 of 16 random bytes, no padding, never starting
+    with '-' (like Kafka's own Uuid.randomUuid): `kafka-storage format --cluster-id -abc...`
+    reads such an id as an option and fails ("expected one argument"), 1 start in 64."""
+    while True:
+        cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        if not cid.startswith("-"):
+            return cid
 
 
 class Kafka(ServiceHandle):
@@ -151,8 +156,7 @@ class Kafka(ServiceHandle):
             "-Xmx256m",
             "kafka.tools.StorageTool",
             "format",
-            "--cluster-id",
-            cluster_id,
+            f"--cluster-id={cluster_id}",
             "--config",
             str(self.config_file),
             "--ignore-formatted",
