@@ -82,6 +82,9 @@ class WorkerOptions:
     kpis: bool = True
     web_port: int | None = None
     session_timeout_s: float = 30.0  # how soon a dead worker's partitions move to another
+    #: batch engine: a worker whose loop does not poll for this long leaves the group (its
+    #: partitions move); at least the session timeout
+    max_poll_interval_s: float = 300.0
     #: an assigned input partition with unread input and no progress for this long (while its
     #: agent waits for input) is resumed and re-seeked; None disables the watchdog
     stall_timeout_s: float | None = 15.0
@@ -117,6 +120,7 @@ class WorkerStats:
     kpi_points_written: int = 0
     flushes: int = 0
     sink_failures: int = 0
+    txn_aborts: int = 0  # batch engine: transactions aborted (fenced after losing the group)
     stalls_resumed: int = 0  # watchdog: stalled partitions resumed + re-seeked
     out_of_order: int = 0  # readings handed over after a higher offset (processed, not skipped)
     holes_reread: int = 0  # watchdog: offsets never handed over, read again

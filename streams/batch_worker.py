@@ -13,14 +13,27 @@ Loop, per batch (one thread, nothing runs concurrently, so no locks):
   3. closed / corrected meter windows are written to InfluxDB, retried until accepted (while
      retrying, the consumer is paused and polled so the group keeps it: an outage stalls the
      worker, it loses nothing);
-  4. the window results go to `parkmon.<park>.meter-windows`, the dead letters to the streams
-     dead-letter topic, the changed engine state (dirty meters + partition meta with the last
-     processed offset) to the compacted topic `<group>-batch-meter-state` (partition = the
-     readings partition); the producer is flushed (acks=all);
-  5. only then the offsets are committed (synchronously).
+  4. in one Kafka transaction: the window results to `parkmon.<park>.meter-windows`, the dead
+     letters to the streams dead-letter topic, the changed engine state (dirty meters + partition
+     meta with the last processed offset) to the compacted topic `<group>-batch-meter-state`
+     (partition = the readings partition), and the consumed offsets
+     (`send_offsets_to_transaction` with the consumer's group metadata);
+  5. the transaction commits: state, outputs and offsets become visible together or not at all.
 A crash anywhere replays from the last committed offset; the engine restored from the changelog
 skips readings at or below its saved offset and deduplicates the rest by (meter, ts_ms); points
 are re-written under the same window-start timestamp, so InfluxDB ends equal to a recount.
+
+Fencing (why the transaction): a worker that stops polling while holding a batch (SIGSTOP, a long
+pause) leaves the group, another worker takes its partitions and moves on; when the first one
+comes back it finishes that batch. With a plain producer its stale engine state landed in the
+changelog after the new owner's, the next restore took it, and the readings processed in between
+were missing from their windows (found by the chaos soak; regression test
+tests/e2e/test_streams_batch_zombie.py). In a transaction the offsets are checked against the
+group's current generation (KIP-447): the zombie's transaction fails and is aborted, its records
+are never visible to the `read_committed` readers (restore, the KPI consumer); the worker then
+restores the batch's partitions from their committed state and reads them again. Its InfluxDB
+writes (done before the transaction) are of the same deterministic window results the owner
+writes. Every reader of the changelog and of meter-windows uses `isolation.level=read_committed`.
 
 Indicators: a second consumer (group `<group>-kpis`) reads the single-partition meter-windows
 topic into a `KpiAggregator` whose base windows live in `<group>-batch-kpi-state`, with the
@@ -50,6 +63,7 @@ import logging
 import signal
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -76,6 +90,17 @@ log = logging.getLogger("parkmon.streams")
 
 META_KEY = "__partition__"  # changelog key of a partition's engine meta (meter ids are not this)
 KPI_META_KEY = "meta"
+
+
+#: a transaction of a killed worker is aborted by the broker after this (restores of its
+#: partitions wait for it); a transaction here only produces and commits, the InfluxDB write is
+#: before it
+TXN_TIMEOUT_S = 15.0
+
+
+class TransactionAborted(Exception):
+    """The batch's transaction failed and was aborted (fenced by a newer group generation, or a
+    Kafka error that needs an abort): its partitions are restored from the committed state."""
 
 
 WINDOWS_PER_MESSAGE = 1_000  # closed windows per message on the meter-windows topic (~300 B each)
@@ -116,19 +141,19 @@ def read_changelog(bootstrap: str, topic: str, partition: int,
                    timeout_s: float = 60.0) -> dict[str, Any]:
     """Last value per key of one changelog partition (tombstones remove the key)."""
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"{topic}-restore",
-                  "enable.auto.commit": False, "enable.partition.eof": True})
+                  "enable.auto.commit": False, "enable.partition.eof": False,
+                  "isolation.level": "read_committed"})
     state: dict[str, Any] = {}
+    tp = TopicPartition(topic, partition)
     try:
-        lo, hi = c.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout_s)
+        lo, hi = _high_watermark(bootstrap, tp, timeout_s)
         if hi <= lo:
             return state
         c.assign([TopicPartition(topic, partition, OFFSET_BEGINNING)])
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            for m in c.consume(10_000, 1.0):
+            for m in c.consume(10_000, 0.5):
                 if m.error():
-                    if m.error().code() == KafkaError._PARTITION_EOF:
-                        return state
                     raise SinkError(f"reading changelog {topic}[{partition}]: {m.error()}")
                 key = (m.key() or b"").decode()
                 val = m.value()
@@ -136,11 +161,25 @@ def read_changelog(bootstrap: str, topic: str, partition: int,
                     state.pop(key, None)
                 else:
                     state[key] = json.loads(val)
-                if m.offset() >= hi - 1:
-                    return state
+            # read to the high watermark of the start, past commit markers and aborted records
+            # (an open transaction of a killed worker holds this back until it times out)
+            if c.position([tp])[0].offset >= hi:
+                return state
         raise SinkError(f"changelog {topic}[{partition}] not read to its end in {timeout_s} s")
     finally:
         c.close()
+
+
+def _high_watermark(bootstrap: str, tp: TopicPartition, timeout_s: float) -> tuple[int, int]:
+    """(low, high) watermark including uncommitted records (a read_committed consumer would
+    give the last stable offset)."""
+    q = Consumer({"bootstrap.servers": bootstrap, "group.id": f"{tp.topic}-restore",
+                  "isolation.level": "read_uncommitted"})
+    try:
+        lo, hi = q.get_watermark_offsets(tp, timeout=timeout_s)
+        return int(lo), int(hi)
+    finally:
+        q.close()
 
 
 def consumer_config(opts: WorkerOptions, group: str) -> dict[str, Any]:
@@ -150,7 +189,9 @@ def consumer_config(opts: WorkerOptions, group: str) -> dict[str, Any]:
             "enable.auto.offset.store": False, "auto.offset.reset": "earliest",
             "session.timeout.ms": int(opts.session_timeout_s * 1000),
             "heartbeat.interval.ms": int(max(1.0, opts.session_timeout_s / 10) * 1000),
-            "enable.partition.eof": False}
+            "max.poll.interval.ms": int(max(opts.max_poll_interval_s,
+                                            opts.session_timeout_s) * 1000),
+            "isolation.level": "read_committed", "enable.partition.eof": False}
 
 
 class BatchWorker:
@@ -179,9 +220,14 @@ class BatchWorker:
         g = group_id(opts)
         self.consumer = Consumer(consumer_config(opts, g))
         self.kpi_consumer = Consumer(consumer_config(opts, f"{g}-kpis")) if opts.kpis else None
+        # transactional (see the module docstring: fencing of a worker that lost its group);
+        # one id per process: the group generation fences, not the id
         self.producer = Producer({"bootstrap.servers": opts.bootstrap, "acks": "all",
                                   "enable.idempotence": True, "linger.ms": 5,
-                                  "compression.type": "lz4"})
+                                  "compression.type": "lz4",
+                                  "transactional.id": f"{g}-{uuid.uuid4().hex[:16]}",
+                                  "transaction.timeout.ms": int(TXN_TIMEOUT_S * 1000)})
+        self._txn_call(lambda: self.producer.init_transactions(30))
         self._last_stats = time.monotonic()
         self._stash: list[Any] = []  # messages received while holding a batch (keepalive)
         self._kpi_stash: list[Any] = []
@@ -229,24 +275,16 @@ class BatchWorker:
     # -- output ------------------------------------------------------------------------------
     def _write_until_accepted(self, points: list[PointSpec]) -> None:
         """Write to InfluxDB, retrying until it accepts; keep the group membership meanwhile."""
-        paused = False
-        try:
-            while True:
-                try:
-                    self.sink.write(points)
-                    return
-                except SinkError as exc:
-                    self.stats.sink_failures += 1
-                    wait = getattr(exc, "retry_after_s", None) or self.opts.retry_sleep_s
-                    log.error("InfluxDB not accepting writes (%s); holding offsets, retry in "
-                              "%.1f s", exc, wait)
-                    if not paused:
-                        self._pause_all(True)
-                        paused = True
-                    self._keepalive(wait)
-        finally:
-            if paused:
-                self._pause_all(False)
+        while True:
+            try:
+                self.sink.write(points)
+                return
+            except SinkError as exc:
+                self.stats.sink_failures += 1
+                wait = getattr(exc, "retry_after_s", None) or self.opts.retry_sleep_s
+                log.error("InfluxDB not accepting writes (%s); holding offsets, retry in "
+                          "%.1f s", exc, wait)
+                self._keepalive(wait)
 
     def _pause_all(self, pause: bool) -> None:
         for c in (self.consumer, self.kpi_consumer):
@@ -261,22 +299,25 @@ class BatchWorker:
 
     def _keepalive(self, seconds: float) -> None:
         """Serve the consumers' group protocol while holding a batch (max.poll.interval): poll
-        with every partition paused. A rebalance meanwhile may assign new (unpaused)
-        partitions; their messages are kept for the next batch, never dropped."""
+        with every partition paused, resume them at the end. A rebalance meanwhile may assign
+        new (unpaused) partitions; their messages are kept for the next batch, never dropped."""
         end = time.monotonic() + seconds
-        while True:
-            self._pause_all(True)
-            for m in self.consumer.consume(100, 0):
-                if not m.error():
-                    self._stash.append(m)
-            if self.kpi_consumer is not None:
-                for m in self.kpi_consumer.consume(100, 0):
+        try:
+            while True:
+                self._pause_all(True)
+                for m in self.consumer.consume(100, 0):
                     if not m.error():
-                        self._kpi_stash.append(m)
-            left = end - time.monotonic()
-            if left <= 0:
-                return
-            time.sleep(min(0.5, left))
+                        self._stash.append(m)
+                if self.kpi_consumer is not None:
+                    for m in self.kpi_consumer.consume(100, 0):
+                        if not m.error():
+                            self._kpi_stash.append(m)
+                left = end - time.monotonic()
+                if left <= 0:
+                    return
+                time.sleep(min(0.5, left))
+        finally:
+            self._pause_all(False)
 
     def _save_partition(self, p: int) -> None:
         eng = self.engines[p]
@@ -289,44 +330,95 @@ class BatchWorker:
         self.producer.produce(self.meter_cl, key=META_KEY.encode(), partition=p,
                               value=json.dumps(meta).encode())
 
-    def _flush_producer(self) -> None:
+    def _txn_call(self, fn: Callable[[], Any]) -> Any:
+        """One transactional producer call: retried while Kafka says retriable (restart, broker
+        not yet coordinator), `TransactionAborted` when the transaction must be aborted, a
+        `SinkError` (the worker exits, its supervisor restarts it) when the producer is fatally
+        broken."""
         while True:
-            left = self.producer.flush(30)
-            if left == 0:
-                return
-            log.error("Kafka producer: %d messages not yet delivered; holding offsets", left)
-            self._keepalive(1.0)
+            try:
+                return fn()
+            except KafkaException as exc:
+                err = exc.args[0]
+                if err.fatal():
+                    raise SinkError(f"Kafka transactional producer failed: {err}") from exc
+                if err.txn_requires_abort():
+                    raise TransactionAborted(str(err)) from exc
+                if not err.retriable():
+                    raise TransactionAborted(str(err)) from exc
+                log.error("Kafka transaction call failed (%s); retrying, holding offsets", err)
+                self._keepalive(1.0)
 
-    def _commit(self, consumer: Any, offsets: list[TopicPartition]) -> None:
-        if not offsets:
-            return
+    def _transact(self, produce: Callable[[], None], consumer: Any,
+                  offsets: list[TopicPartition]) -> bool:
+        """`produce()` and `offsets` (of `consumer`'s group) in one transaction. False when it
+        was aborted: nothing of it is visible, the caller restores its state."""
         try:
-            consumer.commit(offsets=offsets, asynchronous=False)
-        except KafkaException as exc:
-            # lost the partitions meanwhile (rebalance): their next owner replays from the last
-            # commit and skips what the changelog already holds
-            log.warning("offset commit failed (%s); the next owner replays", exc)
+            self._txn_call(self.producer.begin_transaction)
+            produce()
+            if offsets:
+                meta = consumer.consumer_group_metadata()
+                self._txn_call(lambda: self.producer.send_offsets_to_transaction(
+                    offsets, meta, 30))
+            self._txn_call(lambda: self.producer.commit_transaction(30))
+            return True
+        except TransactionAborted as exc:
+            self.stats.txn_aborts += 1
+            log.warning("transaction aborted (%s): this batch is not saved; its partitions are "
+                        "restored from the committed state and read again", exc)
+            self._txn_call(lambda: self.producer.abort_transaction(30))
+            return False
 
-    def _deliver(self, outs: list[tuple[int, WindowResult]], dead: list[tuple[bytes | None, bytes]],
-                 closed_at: list[float]) -> None:
+    def _reset_partitions(self, parts: list[int]) -> None:
+        """After an aborted transaction: the engines of `parts` are ahead of what is committed.
+        Restore them from the changelog and read them again from the saved offset (a partition
+        this worker lost meanwhile is dropped at the next poll anyway)."""
+        for p in parts:
+            if p not in self.engines:
+                continue
+            self._stash = [m for m in self._stash if m.partition() != p]
+            while True:
+                try:
+                    self._restore(p)
+                    break
+                except (SinkError, KafkaException) as exc:
+                    log.error("partition %d: restore failed (%s); retrying", p, exc)
+                    self._keepalive(2.0)
+            off = self.done_offset[p] + 1 if self.done_offset[p] >= 0 else OFFSET_BEGINNING
+            try:
+                self.consumer.seek(TopicPartition(self.readings_topic, p, off))
+            except KafkaException as exc:
+                log.warning("partition %d: seek to %s failed (%s)", p, off, exc)
+
+    def _write_windows(self, outs: list[tuple[int, WindowResult]],
+                       closed_at: list[float]) -> list[WindowResult]:
+        """The closed / corrected windows of partitions still ours, written to InfluxDB (retried
+        until accepted; before the transaction, idempotent)."""
         live = [o for p, o in outs if p in self.engines]
         if live:
             self._write_until_accepted(to_points(self.opts.park_id, live))
             self.stats.windows_written += len(live)
             done = time.monotonic()
             self.stats.close_to_stored_s.extend(done - t for t in closed_at)
-            # in chunks: a backlog closes many windows in one batch, and one message holding
-            # all of them outgrew Kafka's message.max.bytes (1 MB) at 200 meters (issue 12)
-            for i in range(0, len(live), WINDOWS_PER_MESSAGE):
-                chunk = live[i:i + WINDOWS_PER_MESSAGE]
-                self.producer.produce(self.windows_topic, key=self.opts.park_id.encode(),
-                                      value=json.dumps([o.to_dict() for o in chunk]).encode())
-                self.producer.poll(0)
+        return live
+
+    def _produce_outputs(self, live: list[WindowResult],
+                         dead: list[tuple[bytes | None, bytes]]) -> None:
+        # in chunks: a backlog closes many windows in one batch, and one message holding
+        # all of them outgrew Kafka's message.max.bytes (1 MB) at 200 meters (issue 12)
+        for i in range(0, len(live), WINDOWS_PER_MESSAGE):
+            chunk = live[i:i + WINDOWS_PER_MESSAGE]
+            self.producer.produce(self.windows_topic, key=self.opts.park_id.encode(),
+                                  value=json.dumps([o.to_dict() for o in chunk]).encode())
+            self.producer.poll(0)
         for key, val in dead:
+            self.producer.produce(self.dlq_topic, key=key, value=val)
+
+    def _count_dead(self, dead: list[tuple[bytes | None, bytes]]) -> None:
+        for _key, val in dead:
             self.stats.deadlettered += 1
             reason = json.loads(val)["reason"]
             self.stats.by_reason[reason] = self.stats.by_reason.get(reason, 0) + 1
-            self.producer.produce(self.dlq_topic, key=key, value=val)
 
     # -- the loop ----------------------------------------------------------------------------
     def process(self, msgs: list[Any]) -> None:
@@ -363,18 +455,24 @@ class BatchWorker:
             ingest_message(eng, raw, m.key(), p, off, grace, self.stats, outs, dead, closed_at)
         if not commit:
             return
-        self._deliver(outs, dead, closed_at)
+        live = self._write_windows(outs, closed_at)
 
         def owned(p: int) -> bool:  # still ours, and not re-assigned (= restored) meanwhile
             return self.engines.get(p) is used[p]
 
-        for p in commit:
-            if owned(p):
+        mine = [p for p in commit if owned(p)]
+
+        def produce() -> None:
+            self._produce_outputs(live, dead)
+            for p in mine:
                 self._save_partition(p)
-        self._flush_producer()
-        self._commit(self.consumer, [TopicPartition(self.readings_topic, p, o + 1)
-                                     for p, o in commit.items() if owned(p)])
-        self.stats.flushes += 1
+
+        if self._transact(produce, self.consumer,
+                          [TopicPartition(self.readings_topic, p, commit[p] + 1) for p in mine]):
+            self._count_dead(dead)
+            self.stats.flushes += 1
+        else:
+            self._reset_partitions(mine)
 
     def caught_up(self, p: int) -> bool:
         """Every record partition `p` holds is processed: the last processed offset + 1 reaches
@@ -410,10 +508,18 @@ class BatchWorker:
             touched.append(p)
         if not touched:
             return
-        self._deliver(outs, [], [])
-        for p in touched:
-            self._save_partition(p)
-        self._flush_producer()
+        live = self._write_windows(outs, [])
+
+        def produce() -> None:
+            self._produce_outputs(live, [])
+            for p in touched:
+                self._save_partition(p)
+
+        # the offsets (unchanged) go with it so that a worker that lost the group is fenced
+        offsets = [TopicPartition(self.readings_topic, p, self.done_offset[p] + 1)
+                   for p in touched if self.done_offset.get(p, -1) >= 0]
+        if not self._transact(produce, self.consumer, offsets):
+            self._reset_partitions(touched)
 
     def process_kpis(self, msgs: list[Any]) -> None:
         assert self.kpi_consumer is not None
@@ -441,19 +547,49 @@ class BatchWorker:
             self.stats.kpi_points_written += len(pts)
         if self.agg is not a:  # lost (or re-restored) the partition while writing
             return
-        for w in a.take_dirty():
-            val = a.window_state(w)
-            self.producer.produce(self.kpi_cl, key=f"w{w}".encode(), partition=0,
-                                  value=None if val is None else json.dumps(val).encode())
-            self.kpi_windows_saved.add(w)
-        for w in [w for w in self.kpi_windows_saved if w not in a.base]:
-            self.producer.produce(self.kpi_cl, key=f"w{w}".encode(), partition=0, value=None)
-            self.kpi_windows_saved.discard(w)
-        self.producer.produce(self.kpi_cl, key=KPI_META_KEY.encode(), partition=0,
-                              value=json.dumps(a.meta_state()).encode())
-        self._flush_producer()
-        self._commit(self.kpi_consumer,
-                     [TopicPartition(self.windows_topic, 0, last + 1)])
+        saved = set(self.kpi_windows_saved)
+
+        def produce() -> None:
+            for w in a.take_dirty():
+                val = a.window_state(w)
+                self.producer.produce(self.kpi_cl, key=f"w{w}".encode(), partition=0,
+                                      value=None if val is None else json.dumps(val).encode())
+                saved.add(w)
+            for w in [w for w in saved if w not in a.base]:
+                self.producer.produce(self.kpi_cl, key=f"w{w}".encode(), partition=0,
+                                      value=None)
+                saved.discard(w)
+            self.producer.produce(self.kpi_cl, key=KPI_META_KEY.encode(), partition=0,
+                                  value=json.dumps(a.meta_state()).encode())
+
+        if self._transact(produce, self.kpi_consumer,
+                          [TopicPartition(self.windows_topic, 0, last + 1)]):
+            self.kpi_windows_saved = saved
+        else:
+            self._reset_kpis()
+
+    def _reset_kpis(self) -> None:
+        """After an aborted KPI transaction: the aggregator from the changelog, the windows
+        topic read again from the committed offset."""
+        assert self.kpi_consumer is not None
+        if self.agg is None:
+            return
+        self._kpi_stash = []
+        tp = TopicPartition(self.windows_topic, 0)
+        while True:
+            try:
+                self._on_kpi_assign(self.kpi_consumer, [tp])
+                committed = self.kpi_consumer.committed([tp], timeout=30)[0].offset
+                break
+            except (SinkError, KafkaException) as exc:
+                log.error("kpis: restore failed (%s); retrying", exc)
+                self._keepalive(2.0)
+        try:
+            self.kpi_consumer.seek(TopicPartition(self.windows_topic, 0,
+                                                  committed if committed >= 0
+                                                  else OFFSET_BEGINNING))
+        except KafkaException as exc:
+            log.warning("kpis: seek failed (%s)", exc)
 
     def engine_stats(self) -> dict[str, int]:
         eng_stats: dict[str, int] = {}

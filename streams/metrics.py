@@ -43,6 +43,8 @@ class StreamsCollector:
         yield counter("flushes", "batches completed (written, saved, committed)", s.flushes)
         yield counter("sink_failures", "InfluxDB writes that failed and were retried",
                       s.sink_failures)
+        yield counter("txn_aborts", "batch engine: Kafka transactions aborted (fenced after the "
+                      "worker lost its group; the batch is read again)", s.txn_aborts)
         dl = CounterMetricFamily("parkmon_streams_deadlettered",
                                  "readings sent to the streams dead-letter topic, by reason",
                                  labels=["reason"])
