@@ -56,3 +56,32 @@ def test_pause_and_resume_at_the_partition_end_skips_no_record(kafka: Any) -> No
         assert seen == list(range(10)), f"records skipped after the resume: {seen}"
     finally:
         c.close()
+
+
+def test_a_transactional_topic_is_read_to_its_end_past_markers_and_aborted_records(
+        kafka: Any) -> None:
+    """The batch engine writes its changelog and outputs in transactions: a partition ends with a
+    commit (or abort) marker, aborted records are never returned. The restore (`read_changelog`)
+    and the test helper (`read_topic`) must both stop at the end, promptly, with exactly the
+    committed records."""
+    from streams.batch_worker import read_changelog
+    from tests.support.ingest import read_topic
+
+    topic = unique("txn")
+    admin = AdminClient({"bootstrap.servers": kafka.bootstrap})
+    admin.create_topics([NewTopic(topic, 1, 1)])[topic].result(30)
+    p = Producer({"bootstrap.servers": kafka.bootstrap, "transactional.id": unique("tx")})
+    p.init_transactions(30)
+    for keep, items in ((True, {"a": 1, "b": 2}), (False, {"a": 99, "c": 3}), (True, {"b": 5})):
+        p.begin_transaction()
+        for k, v in items.items():
+            p.produce(topic, key=k.encode(), value=str(v).encode(), partition=0)
+        if keep:
+            p.commit_transaction(30)
+        else:
+            p.flush(30)
+            p.abort_transaction(30)
+    # both raise when they do not reach the end within the timeout
+    assert read_changelog(kafka.bootstrap, topic, 0, timeout_s=20) == {"a": 1, "b": 5}
+    assert sorted(read_topic(kafka.bootstrap, topic, timeout_s=20)) == [
+        (b"a", b"1"), (b"b", b"2"), (b"b", b"5")]

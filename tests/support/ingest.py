@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
@@ -258,8 +258,14 @@ def topic_end_offsets(bootstrap: str, topic: str) -> int:
 def read_topic(bootstrap: str, topic: str, *, timeout_s: float = 60.0) -> list[tuple[bytes, bytes]]:
     """Every record of `topic` (all partitions, from the beginning up to the end offsets taken at
     the call) as (key, value)."""
+    # read_committed, and done by the consumer position rather than the last record's offset:
+    # a transactional topic (the batch engine's outputs) ends with a commit marker, and an aborted
+    # transaction's records are never returned
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": unique("read"),
-                  "enable.auto.commit": False, "auto.offset.reset": "earliest"})
+                  "enable.auto.commit": False, "auto.offset.reset": "earliest",
+                  "isolation.level": "read_committed"})
+    q = Consumer({"bootstrap.servers": bootstrap, "group.id": unique("read"),
+                  "isolation.level": "read_uncommitted"})  # the high watermark, not the LSO
     out: list[tuple[bytes, bytes]] = []
     try:
         md = c.list_topics(topic, timeout=10).topics.get(topic)
@@ -267,23 +273,25 @@ def read_topic(bootstrap: str, topic: str, *, timeout_s: float = 60.0) -> list[t
             return out
         ends = {}
         for p in md.partitions:
-            lo, hi = c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+            lo, hi = q.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
             if hi > lo:
                 ends[p] = hi
-        c.assign([TopicPartition(topic, p, 0) for p in ends])
+        c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in ends])
         deadline = time.monotonic() + timeout_s
         while ends and time.monotonic() < deadline:
             for m in c.consume(10_000, 0.5):
                 if m.error() is not None:
                     continue
                 out.append((m.key() or b"", m.value() or b""))
-                if m.partition() in ends and m.offset() >= ends[m.partition()] - 1:
-                    del ends[m.partition()]
+            for tp in c.position([TopicPartition(topic, p) for p in ends]):
+                if tp.offset >= ends[tp.partition]:
+                    del ends[tp.partition]
         if ends:
             raise TimeoutError(f"reading {topic} did not reach the end of partitions {list(ends)}")
         return out
     finally:
         c.close()
+        q.close()
 
 
 def wait_for_offsets(bootstrap: str, topic: str, at_least: int, timeout_s: float) -> int:
