@@ -22,7 +22,7 @@ import hashlib
 import json
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -143,8 +143,9 @@ class Outbox:
 
     def commit(self, *, state: dict[str, Any] | None, messages: list[NewMessage],
                event_id: str | None = None, state_key: str = "lifecycle",
-               done_commands: list[int] | None = None) -> list[str]:
-        """Atomically: store the state, remember the event, enqueue the messages, drop the
+               done_commands: list[int] | None = None,
+               event_ids: Sequence[str] = ()) -> list[str]:
+        """Atomically: store the state, remember the event(s), enqueue the messages, drop the
         operator commands that were applied.
 
         Returns the webhook-ids that were newly enqueued (an already-present id is skipped).
@@ -152,9 +153,9 @@ class Outbox:
         now = self._now_ms()
         ids: list[str] = []
         with self._tx() as con:
-            if event_id is not None:
-                con.execute("INSERT OR IGNORE INTO events (event_id, applied_at_ms) VALUES (?, ?)",
-                            (event_id, now))
+            ids = [*([event_id] if event_id is not None else []), *event_ids]
+            con.executemany("INSERT OR IGNORE INTO events (event_id, applied_at_ms) VALUES (?, ?)",
+                            [(i, now) for i in ids])
             for cid in done_commands or ():
                 con.execute("DELETE FROM commands WHERE id=?", (cid,))
             if state is not None:

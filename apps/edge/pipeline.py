@@ -32,6 +32,8 @@ class PointSink(Protocol):
 class AlertHandler(Protocol):
     def handle(self, event: Any) -> list[Notification]: ...
 
+    def handle_many(self, events: list[Any]) -> list[Notification]: ...
+
     def tick(self) -> list[Notification]: ...
 
 
@@ -123,8 +125,9 @@ class EdgePipeline:
         for ev in events:
             self.counters.detector_events += 1
             self.events.append(ev)
-            if self.alerts is not None:
-                self._notes(self.alerts.handle(ev))
+        if self.alerts is not None and events:
+            # one detection step, one durable step of the alert service (not one per event)
+            self._notes(self.alerts.handle_many(events))
 
     def _notes(self, notes: list[Notification]) -> None:
         self.counters.notifications += len(notes)

@@ -279,3 +279,77 @@ def test_end_of_a_supply_condition_resolves_decline_and_drop(tmp_path, clock) ->
     svc.handle(DetectionEvent(kind=DetectionKind.RESOLVED, exchange_id="gas", ts_ms=clock() + 2 * S,
                               resolves=DetectionKind.SUPPLY_DROP))
     assert svc.lifecycle.firing() == []
+
+
+def _step_events(now: int) -> list[DetectionEvent]:
+    first = drop("steam", now)
+    return [first,
+            DetectionEvent(kind=DetectionKind.DATA_QUALITY, meter_id="power.steam_out", ts_ms=now,
+                           dq_kind="silent"),
+            drop("gypsum", now),
+            first,  # replayed within the same step
+            DetectionEvent(kind=DetectionKind.RESOLVED, exchange_id="steam", ts_ms=now + S,
+                           resolves=DetectionKind.SUPPLY_DROP)]
+
+
+def _summary(bodies: list[dict]) -> list[tuple]:
+    return sorted((b["status"], b["group_key"], tuple(sorted(
+        (a["name"], a["state"], json.dumps(a["labels"], sort_keys=True)) for a in b["alerts"])))
+        for b in bodies)
+
+
+def test_handle_many_notifies_like_one_by_one_in_one_commit(tmp_path, clock) -> None:
+    """A detection step's events in one durable step: the same notifications as `handle` for each
+    in turn, one outbox transaction instead of one per event, duplicates counted."""
+    one_sink, many_sink = Sink(), Sink()
+    (tmp_path / "one").mkdir()
+    (tmp_path / "many").mkdir()
+    one = make(tmp_path / "one", clock, one_sink)
+    many = make(tmp_path / "many", clock, many_sink)
+    commits = {"n": 0}
+    real_commit = many.outbox.commit
+
+    def counting_commit(**kw):
+        commits["n"] += 1
+        return real_commit(**kw)
+
+    many.outbox.commit = counting_commit  # type: ignore[method-assign]
+    for ev in _step_events(clock()):
+        one.handle(ev)
+    many.handle_many(_step_events(clock()))
+    assert commits["n"] == 1
+    assert many.counters.events == one.counters.events == 5
+    assert many.counters.duplicates == one.counters.duplicates == 1
+    for svc in (one, many):
+        clock.advance(10 * S)
+        svc.tick()
+        svc.deliver_due()
+    assert one_sink.bodies() and _summary(many_sink.bodies()) == _summary(one_sink.bodies())
+    assert many.handle_many(_step_events(clock() - 20 * S)) == []  # a replayed step: nothing new
+    assert many.counters.duplicates == 1 + 5
+
+
+def test_handle_many_is_all_or_nothing(tmp_path, clock) -> None:
+    sink = Sink()
+    svc = make(tmp_path, clock, sink)
+    real_commit = svc.outbox.commit
+    calls = {"n": 0}
+
+    def failing_commit(**kw):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise OSError("disk full")
+        return real_commit(**kw)
+
+    svc.outbox.commit = failing_commit  # type: ignore[method-assign]
+    events = _step_events(clock())[:3]
+    with pytest.raises(OSError):
+        svc.handle_many(events)
+    assert not any(svc.outbox.seen_event(e.event_id) for e in events)
+    svc.handle_many(events)  # the retry applies all of them
+    assert all(svc.outbox.seen_event(e.event_id) for e in events)
+    clock.advance(10 * S)
+    svc.tick()
+    svc.deliver_due()
+    names = {a["name"] for b in sink.bodies() for a in b["alerts"]}
+    assert names == {"supply_drop", "data_quality"}

@@ -10,7 +10,6 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -151,6 +150,7 @@ for i in range(0, 600, 50):
 s = LedgerStore(sys.argv[1], "kb")
 for i in range(0, len(cands), 40):
     s.append(cands[i:i + 40])
+    print("appended", flush=True)
     time.sleep(float(sys.argv[3]))
 print("done", len(s))
 """
@@ -165,13 +165,18 @@ def test_kill9_of_the_writer_mid_stream_leaves_the_uninterrupted_chain(tmp_path:
     ref = _writer(tmp_path / "ref.sqlite", 0.0)
     assert ref.wait(120) == 0
     path = tmp_path / "crash.sqlite"
-    for _ in range(3):  # killed three times at different points, then run to the end
+    for after in (3, 11, 19):  # killed three times at different points, then run to the end
         w = _writer(path, 0.01)
-        time.sleep(0.4)
+        assert w.stdout is not None
+        # kill once it has appended `after` batches (by what it reports, not by a sleep: a slow
+        # start on a loaded machine must not kill it before its first append)
+        for _ in range(after):
+            assert w.stdout.readline().startswith(b"appended")
         os.kill(w.pid, signal.SIGKILL)
         w.wait(30)
         s = LedgerStore.open_existing(path)
         assert s.verify().ok  # whatever the moment of the kill
+        assert len(s) >= after * 40 - 40  # at least what it reported (the first run's batches)
         s.close()
     assert _writer(path, 0.0).wait(120) == 0
     a, b = LedgerStore.open_existing(tmp_path / "ref.sqlite"), LedgerStore.open_existing(path)
