@@ -103,11 +103,20 @@ class LedgerStore:
                                    check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(SCHEMA)
-        row = self._db.execute("SELECT value FROM meta WHERE key='park'").fetchone()
-        if row is None:
-            self._db.execute("INSERT OR IGNORE INTO meta VALUES ('park', ?)", (park,))
-        elif row[0] != park:
+        # tables and the park in one transaction: a writer killed while creating the file leaves
+        # either an empty database (reopened by the next writer) or a complete, empty ledger
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            for stmt in filter(str.strip, SCHEMA.split(";")):
+                self._db.execute(stmt)
+            row = self._db.execute("SELECT value FROM meta WHERE key='park'").fetchone()
+            if row is None:
+                self._db.execute("INSERT OR IGNORE INTO meta VALUES ('park', ?)", (park,))
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        if row is not None and row[0] != park:
             raise LedgerError(f"{self.path} is the ledger of park {row[0]!r}, not {park!r}")
         self.chain = LedgerChain(park)
         self.chain.load(self.entries())
@@ -122,7 +131,8 @@ class LedgerStore:
             row = db.execute("SELECT value FROM meta WHERE key='park'").fetchone()
             db.close()
         except sqlite3.DatabaseError as exc:
-            raise LedgerError(f"{p}: not a parkmon ledger ({exc})") from None
+            raise LedgerError(f"{p}: not a parkmon ledger ({exc}); a ledger whose writer was "
+                              "stopped while creating it is empty: run the writer again") from None
         if row is None:
             raise LedgerError(f"{p}: not a parkmon ledger (no park recorded)")
         return cls(p, row[0])
